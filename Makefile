@@ -1,0 +1,36 @@
+# Everything a user or CI needs goes through these targets; each sets itself up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+# Chromium (kaleido export, browser tests) and Fashion-MNIST (offline real data), from Debian.
+system-deps:
+	@scripts/system-deps.sh
+
+# Main job: record a short real training and export its Figure-6 heatmap (until the dashboard lands).
+demo: install system-deps
+	$(PY) examples/quickstart.py --out demo
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gradscope trainers app tests benchmarks examples
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m gradscope.bench
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,448 @@
+"""`record()`: per-step gradient statistics of a model, with no host–device sync in the training step.
+
+At each recorded step the recorder computes the four statistics of every gradient with fused
+``torch._foreach_norm`` kernels (one launch set per device and dtype), writes them into a
+preallocated buffer on the gradients' device, and every ``flush_every`` steps (or ``flush_secs``
+seconds) copies the filled rows to pinned host memory without blocking. A background thread waits
+for the copy and appends a frame to the record (see `gradscope.store`). The training thread never
+waits on the device, so the cost is a few small kernels per step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import re
+import sys
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._version import __version__
+from .errors import GradscopeError
+from .grouping import GroupSpec, resolve
+from .record import Record
+from .stats import STATS, grad_stats
+from .store import (
+    FLAG_SKIPPED, FORMAT_NAME, FORMAT_VERSION, FRAMES_FILE, META_FILE, Chunk, FileSink, FrameWriter,
+    MemorySink, read_meta, write_json_atomic,
+)
+
+ParamFilter = Union[str, Sequence[str], Callable[[str], bool], None]
+_open_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_recorders() -> None:
+    for recorder in list(_open_recorders):
+        recorder.close()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else None
+        )
+        if inner is None:
+            return model
+        model = inner
+
+
+def _matcher(spec: ParamFilter, what: str) -> Callable[[str], bool] | None:
+    if spec is None:
+        return None
+    if callable(spec):
+        return spec
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except (re.error, TypeError) as exc:
+        raise GradscopeError(f"{what}: expected regular expressions over parameter names, got {spec!r} ({exc})") from None
+    return lambda name: any(c.search(name) for c in compiled)
+
+
+def _is_rank_zero() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+@dataclass
+class _DeviceGroup:
+    """Gradients that share a device and dtype: one fused statistics call."""
+
+    device: torch.device
+    indices: list[int]
+    inv_numel: torch.Tensor
+    columns: torch.Tensor | None  # buffer columns to scatter into; None when they are all, in order
+
+
+@dataclass
+class _Plan:
+    groups: list[_DeviceGroup]
+    missing: torch.Tensor | None  # columns of parameters without a gradient this step
+
+
+class Recorder:
+    """Records gradient statistics of a model's parameters at every ``every``-th step.
+
+    Create it with `gradscope.record`; use it as a context manager or call `close` (which flushes).
+    On ranks other than 0 of a distributed job it is inactive: it adds no hooks and writes nothing,
+    since DDP's averaged gradients are the same on every rank.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        path: str | Path | None = None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        every: int = 1,
+        include: ParamFilter = None,
+        exclude: ParamFilter = None,
+        groups: GroupSpec = None,
+        tags: dict[str, Any] | None = None,
+        flush_every: int = 256,
+        flush_secs: float = 10.0,
+        start_step: int | None = None,
+        append: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise GradscopeError(f"record() needs a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise GradscopeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if scaler is not None and optimizer is None:
+            raise GradscopeError("scaler= needs optimizer= too: skipped steps are those of that optimizer")
+        for name, value in (("every", every), ("flush_every", flush_every)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise GradscopeError(f"{name} must be a positive integer, got {value!r}")
+        if not flush_secs > 0:
+            raise GradscopeError(f"flush_secs must be positive, got {flush_secs!r}")
+        module = unwrap(model)
+        keep, drop = _matcher(include, "include"), _matcher(exclude, "exclude")
+        named = [
+            (n, p) for n, p in module.named_parameters()
+            if (keep is None or keep(n)) and (drop is None or not drop(n))
+        ]
+        if not named:
+            some = ", ".join(n for n, _ in list(module.named_parameters())[:5]) or "none"
+            raise GradscopeError(f"include/exclude selected no parameter (the model's first names: {some})")
+        self.names = [n for n, _ in named]
+        self._params = [p for _, p in named]
+        self.every, self.flush_every, self.flush_secs = every, flush_every, flush_secs
+        self.meta = self._describe(module, resolve(module, self.names, groups), optimizer, tags or {})
+        self.path = Path(path) if path is not None else None
+        self.active = _is_rank_zero()
+        self.closed = not self.active
+        self._handles: list[Any] = []
+        self._scaler, self._optimizer = scaler, optimizer
+        if not self.active:
+            return
+
+        self._start_step = self._open_folder(append, start_step) if self.path else (start_step or 0)
+        self._next_step = self._start_step
+        self._sink = FileSink(self.path / FRAMES_FILE) if self.path else MemorySink()
+        self._writer = FrameWriter(self._sink)
+        n = len(self._params)
+        self._buffer: torch.Tensor | None = None  # (flush_every, n_stats, n_params), on first use
+        self._steps = np.zeros(flush_every, np.int64)
+        self._times = np.zeros(flush_every, np.float64)
+        self._flags = np.zeros(flush_every, np.uint8)
+        self._filled = 0
+        self._last_flush = time.monotonic()
+        self._copy_done: torch.cuda.Event | None = None
+        self._plans: dict[tuple[bool, ...], _Plan] = {}
+        self._numel = torch.tensor([p.numel() for p in self._params], dtype=torch.float32)
+        self._stepped = False
+        self._queued = False
+        self.n_params = n
+        self._attach(optimizer, scaler)
+        _open_recorders.add(self)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _describe(self, module: nn.Module, groups: list, optimizer: Any, tags: dict[str, Any]) -> dict[str, Any]:
+        params = [
+            {
+                "name": name, "shape": list(p.shape), "numel": p.numel(), "dtype": str(p.dtype).removeprefix("torch."),
+                "requires_grad": p.requires_grad, "layer": g.layer, "block": g.block, "stage": g.stage,
+            }
+            for name, p, g in zip(self.names, self._params, groups)
+        ]
+        meta = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": type(module).__name__, "stats": list(STATS), "params": params,
+            "trigger": "optimizer.step" if optimizer is not None else "backward", "every": self.every,
+            "tags": tags,
+            "versions": {"gradscope": __version__, "torch": torch.__version__, "python": sys.version.split()[0]},
+        }
+        try:
+            import json
+
+            json.dumps(tags)
+        except (TypeError, ValueError) as exc:
+            raise GradscopeError(f"tags must be JSON-serialisable (str, numbers, lists, dicts): {exc}") from None
+        return meta
+
+    def _open_folder(self, append: bool, start_step: int | None) -> int:
+        """Create the record folder, or check an existing one and continue it; returns the first step."""
+        assert self.path is not None
+        if self.path.exists() and not self.path.is_dir():
+            raise GradscopeError(f"record path {self.path} is a file; give a folder")
+        if (self.path / META_FILE).exists():
+            old = read_meta(self.path)
+            mismatch = _model_mismatch(old["params"], self.meta["params"])
+            if mismatch:
+                raise GradscopeError(f"{self.path} holds the record of a different model ({old['model']}): {mismatch}")
+            if not append:
+                raise GradscopeError(
+                    f"{self.path} already holds a record of this model; pass append=True to continue it "
+                    "or choose another path"
+                )
+            steps = Record(old, folder=self.path).steps
+            first = start_step if start_step is not None else (int(steps[-1]) + 1 if len(steps) else 0)
+            old.pop("closed_at", None)
+            old["resumed_at"] = [*old.get("resumed_at", []), {"at": self.meta["created_at"], "step": first}]
+            self.meta = old
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            first = start_step or 0
+        write_json_atomic(self.path / META_FILE, self.meta)
+        return first
+
+    def _attach(self, optimizer: torch.optim.Optimizer | None, scaler: Any) -> None:
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._on_optimizer_step))
+            if scaler is not None:
+                self._wrap_scaler_step(scaler)
+        else:
+            for p in self._params:
+                if p.requires_grad:
+                    self._handles.append(p.register_post_accumulate_grad_hook(self._on_grad_accumulated))
+
+    def _wrap_scaler_step(self, scaler: Any) -> None:
+        """Record a step the GradScaler skips (it never calls optimizer.step then), marked skipped."""
+        original = scaler.step
+
+        def step(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+            self._stepped = False
+            result = original(optimizer, *args, **kwargs)
+            if optimizer is self._optimizer and not self._stepped and not self.closed:
+                self._on_step(skipped=True)
+            return result
+
+        scaler.step = step
+
+    # -- hooks (the hot path) -----------------------------------------------------------------------
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._stepped = True
+        self._on_step(skipped=False)
+
+    def _on_grad_accumulated(self, param: torch.Tensor) -> None:
+        if not self._queued:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
+
+    def _after_backward(self) -> None:
+        # Queue once more so that callbacks queued during backward (DDP's gradient averaging) run first.
+        torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+
+    def _on_backward_end(self) -> None:
+        self._queued = False
+        self._on_step(skipped=False)
+
+    def _on_step(self, skipped: bool) -> None:
+        step = self._next_step
+        self._next_step += 1
+        if (step - self._start_step) % self.every == 0:
+            self._record(step, skipped)
+
+    @torch.no_grad()
+    def _record(self, step: int, skipped: bool) -> None:
+        grads = [p.grad for p in self._params]
+        plan = self._plan(grads)
+        if self._buffer is None:
+            device = plan.groups[0].device if plan.groups else torch.device("cpu")
+            self._buffer = torch.empty(self.flush_every, len(STATS), self.n_params, device=device)
+        if self._copy_done is not None:  # the last flush's copy must read the buffer before we overwrite it
+            torch.cuda.current_stream(self._buffer.device).wait_event(self._copy_done)
+            self._copy_done = None
+        row = self._buffer[self._filled]
+        for group in plan.groups:
+            values = grad_stats([grads[i] for i in group.indices], group.inv_numel)
+            if group.device != row.device:
+                values = values.to(row.device, non_blocking=True)
+            if group.columns is None:
+                row.copy_(values)
+            else:
+                row.index_copy_(1, group.columns, values)
+        if plan.missing is not None:
+            row.index_fill_(1, plan.missing, math.nan)
+        i = self._filled
+        self._steps[i], self._times[i], self._flags[i] = step, time.time(), FLAG_SKIPPED if skipped else 0
+        self._filled += 1
+        if self._filled == self.flush_every or time.monotonic() - self._last_flush >= self.flush_secs:
+            self._flush_buffer()
+
+    def _plan(self, grads: list[torch.Tensor | None]) -> _Plan:
+        """How to compute this step's statistics; cached per pattern of which gradients exist."""
+        key = tuple(g is None for g in grads)
+        plan = self._plans.get(key)
+        first = next((g for g in grads if g is not None), None)
+        if plan is None or (plan.groups and first is not None and first.device != plan.groups[0].device):
+            plan = self._plans[key] = self._make_plan(grads)
+        return plan
+
+    def _make_plan(self, grads: list[torch.Tensor | None]) -> _Plan:
+        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, g in enumerate(grads):
+            if g is not None:
+                if g.is_sparse:
+                    raise GradscopeError(f"parameter {self.names[i]!r} has a sparse gradient; exclude it")
+                by_kind.setdefault((g.device, g.dtype), []).append(i)
+        home = next(iter(by_kind))[0] if by_kind else torch.device("cpu")
+        if self._buffer is not None:
+            home = self._buffer.device
+        groups = []
+        for (device, _), indices in by_kind.items():
+            everything = indices == list(range(self.n_params))
+            columns = None if everything else torch.tensor(indices, device=home)
+            groups.append(_DeviceGroup(device, indices, (1.0 / self._numel[indices]).to(device), columns))
+        absent = [i for i, g in enumerate(grads) if g is None]
+        return _Plan(groups, torch.tensor(absent, device=home) if absent else None)
+
+    def _flush_buffer(self) -> None:
+        n, self._filled = self._filled, 0
+        self._last_flush = time.monotonic()
+        if n == 0 or self._buffer is None:
+            return
+        steps, times, flags = self._steps[:n].copy(), self._times[:n].copy(), self._flags[:n].copy()
+        if self._buffer.is_cuda:
+            host = torch.empty((n, *self._buffer.shape[1:]), pin_memory=True)
+            host.copy_(self._buffer[:n], non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self._buffer.device))
+            self._copy_done = done
+            self._writer.submit(Chunk(steps, times, flags, host.numpy().transpose(1, 0, 2)), ready=done.synchronize)
+        else:
+            self._writer.submit(Chunk(steps, times, flags, self._buffer[:n].numpy().transpose(1, 0, 2).copy()))
+
+    # -- public --------------------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """The number the next recorded step will get."""
+        return self._next_step if self.active else 0
+
+    def flush(self) -> None:
+        """Write every recorded step to the record now (blocks until it is written)."""
+        if self.closed:
+            return
+        self._flush_buffer()
+        self._writer.drain()
+
+    def close(self) -> None:
+        """Flush, stop the writer and remove every hook. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        _open_recorders.discard(self)
+        for handle in self._handles:
+            handle.remove()
+        if self._scaler is not None:
+            self._scaler.__dict__.pop("step", None)
+        try:
+            self._flush_buffer()
+            self._writer.close()
+        finally:
+            self._sink.close()
+        if self.path is not None:
+            self.meta["closed_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            write_json_atomic(self.path / META_FILE, self.meta)
+
+    def load(self) -> Record:
+        """The record so far (flushes first), without closing the recorder."""
+        if not self.active:
+            raise GradscopeError("this recorder is inactive (a distributed rank other than 0) and holds no record")
+        if not self.closed:
+            self.flush()
+        if self.path is not None:
+            return Record(read_meta(self.path), folder=self.path)
+        assert isinstance(self._sink, MemorySink)
+        return Record(self.meta, data=bytes(self._sink.data))
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "memory"
+        state = "closed" if self.closed else f"next step {self.step}"
+        return f"Recorder({len(self.names)} parameters -> {where}, every={self.every}, {state})"
+
+
+def _model_mismatch(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str:
+    """'' when both parameter lists describe the same model, else the first difference."""
+    old_shapes = {p["name"]: p["shape"] for p in old}
+    new_shapes = {p["name"]: p["shape"] for p in new}
+    for name, shape in new_shapes.items():
+        if name not in old_shapes:
+            return f"parameter {name!r} is not in the recorded model"
+        if old_shapes[name] != shape:
+            return f"parameter {name!r} has shape {old_shapes[name]} there and {shape} here"
+    extra = [n for n in old_shapes if n not in new_shapes]
+    return f"the recorded model also has {extra[0]!r}" if extra else ""
+
+
+def record(
+    model: nn.Module,
+    path: str | Path | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    every: int = 1,
+    include: ParamFilter = None,
+    exclude: ParamFilter = None,
+    groups: GroupSpec = None,
+    tags: dict[str, Any] | None = None,
+    flush_every: int = 256,
+    flush_secs: float = 10.0,
+    start_step: int | None = None,
+    append: bool = False,
+) -> Recorder:
+    """Start recording per-parameter gradient statistics of ``model``.
+
+    With ``optimizer`` the statistics are taken just before each ``optimizer.step()``, when the
+    gradients are final: accumulated, unscaled by AMP's GradScaler, averaged by DDP. Without one,
+    once at the end of every backward pass. Nothing in the training loop has to change.
+
+    Args:
+        model: the model; DDP, DataParallel and torch.compile wrappers are looked through.
+        path: folder for the record (created); ``None`` keeps it in memory (`Recorder.load`).
+        optimizer: record at this optimizer's steps (recommended).
+        scaler: the GradScaler stepping ``optimizer``, so that steps it skips are recorded and marked.
+        every: record every n-th step (others cost nothing).
+        include: regex (or list of them, or a predicate) a parameter name must match to be recorded.
+        exclude: regex (or list, or predicate) for names to leave out.
+        groups: block/stage mapping for models the automatic rules do not fit (`grouping.resolve`).
+        tags: JSON-serialisable facts about the run, stored in the metadata.
+        flush_every: steps held on the device between writes.
+        flush_secs: write at least this often, so a live record stays fresh.
+        start_step: number of the first recorded step (default 0, or the next one when appending).
+        append: continue the record already at ``path`` (same model only), e.g. after a resume.
+    """
+    return Recorder(
+        model, path, optimizer=optimizer, scaler=scaler, every=every, include=include, exclude=exclude,
+        groups=groups, tags=tags, flush_every=flush_every, flush_secs=flush_secs, start_step=start_step,
+        append=append,
+    )
