@@ -30,8 +30,10 @@ def fashion_mnist(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         print(f"{FASHION_MNIST} not found (apt-get install dataset-fashion-mnist); using random data")
         g = torch.Generator().manual_seed(0)
         return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
-    x = np.frombuffer(gzip.open(images).read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
-    y = np.frombuffer(gzip.open(labels).read(), np.uint8, offset=8)[:n]
+    with gzip.open(images) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:n]
+    with gzip.open(labels) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
     return torch.from_numpy(x.astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
 
 

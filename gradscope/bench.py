@@ -335,7 +335,7 @@ def times_less(theirs: float, ours: float) -> float:
     """How many times less ``ours`` adds than ``theirs``; inf when ours is below measurement (<= 0)."""
     if ours <= 0:
         return math.inf if theirs > 0 else math.nan
-    return theirs / ours
+    return max(theirs, 0.0) / ours
 
 
 def summarize(steps: dict[str, list[float]], alone: dict[str, float], config: Config, numel: int) -> Results:
@@ -392,6 +392,11 @@ def report(config: Config, results: Results) -> str:
     return "\n".join(lines)
 
 
+def finite_or_none(x: float) -> float | None:
+    """``x``, or None where strict JSON has no number for it (inf, NaN)."""
+    return x if math.isfinite(x) else None
+
+
 def to_json(config: Config, results: Results) -> dict[str, Any]:
     """Results with enough context to compare runs later."""
     return {
@@ -402,7 +407,7 @@ def to_json(config: Config, results: Results) -> dict[str, Any]:
         "variants": {name: asdict(v) for name, v in results.variants.items()},
         "targets": {
             "ratio_max": results.ratio_target, "ratio_met": results.ratio_met, "less_min": LESS_TARGET,
-            "less_in_step": results.less_in_step, "less_alone": results.less_alone,
+            "less_in_step": finite_or_none(results.less_in_step), "less_alone": finite_or_none(results.less_alone),
             **{f"less_{how}_met": met for how, met in results.less_met.items()},
         },
     }

@@ -1,7 +1,7 @@
 """``gradscope`` command line: export heatmaps of records, and describe a record.
 
-    gradscope heatmap runs/baseline runs/tfkd-reg runs/tfkd-self -o fig6.png -o fig6.csv
-    gradscope info runs/baseline
+gradscope heatmap runs/baseline runs/tfkd-reg runs/tfkd-self -o fig6.png -o fig6.csv
+gradscope info runs/baseline
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def run_info(args: argparse.Namespace) -> None:
     steps = record.steps
     span = f"steps {steps[0]}..{steps[-1]}" if len(steps) else "no steps yet"
     print(f"{title}: {meta['model']}, {len(record.param_names)} parameter tensors, {len(steps)} recorded ({span})")
-    print(f"  trigger {meta['trigger']}, every {meta['every']}, {'closed' if record.closed else 'open (live or ended abruptly)'}")
+    state = "closed" if record.closed else "open (live, or its process ended abruptly)"
+    print(f"  trigger {meta['trigger']}, every {meta['every']}, {state}")
     for level in ("layer", "block", "stage"):
         names = record.names(level)
         print(f"  {level}s ({len(names)}): {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}")

@@ -44,6 +44,7 @@ class HeatmapGrid:
 
 def as_titled_records(records: Records) -> dict[str, Record]:
     """Normalise a record, a path, a list of either, or a title->record mapping to title->Record."""
+    items: list[tuple[str | None, RecordLike]]
     if isinstance(records, Mapping):
         items = list(records.items())
     elif isinstance(records, (Record, str, os.PathLike)):
@@ -152,6 +153,7 @@ def heatmap(
 
     grids = heatmap_grids(records, stat, columns, window)
     cmin, cmax = colour_range(grids, log, robust)
+    label = STAT_LABELS[stat]
     fig = make_subplots(
         rows=1, cols=len(grids), shared_yaxes=True, horizontal_spacing=0.015,
         subplot_titles=[g.title for g in grids],
@@ -164,11 +166,10 @@ def heatmap(
                 "type": "heatmap", "x": g.columns, "y": g.rows, "z": z.tolist(),
                 "customdata": g.values.tolist(), "coloraxis": "coloraxis", "xgap": 1, "ygap": 1,
                 "name": g.title, "hoverongaps": False,
-                "hovertemplate": f"{g.title}<br>%{{x}} · %{{y}}<br>{STAT_LABELS[stat]} = %{{customdata:.3e}}<extra></extra>",
+                "hovertemplate": f"{g.title}<br>%{{x}} · %{{y}}<br>{label} = %{{customdata:.3e}}<extra></extra>",
             },
             row=1, col=i,
         )
-    label = STAT_LABELS[stat]
     colorbar: dict[str, Any] = {"title": {"text": f"log₁₀ {label}" if log else label}}
     if log:
         ticks = log_ticks(cmin, cmax)

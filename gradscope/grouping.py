@@ -56,9 +56,9 @@ def residual_stages(model: nn.Module) -> list[str]:
     """
     stages = []
     for name, child in model.named_children():
-        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0:
-            if all(len(list(block.children())) > 0 for block in child):
-                stages.append(name)
+        is_container = isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0
+        if is_container and all(len(list(block.children())) > 0 for block in child.children()):
+            stages.append(name)
     return stages
 
 
@@ -115,14 +115,14 @@ def _from_mapping(spec: Mapping[str, str | tuple[str, str]]) -> Callable[[str], 
 
 
 def resolve(model: nn.Module, names: Sequence[str], spec: GroupSpec = None) -> list[Groups]:
-    """Groups for every parameter name.
+    r"""Groups for every parameter name.
 
     Args:
         model: the (unwrapped) model, used for automatic rules.
         names: parameter names as in ``model.named_parameters()``.
         spec: ``None`` for automatic grouping; a callable ``name -> (block, stage)`` (or a `Groups`);
             or a mapping ``regex -> block`` / ``regex -> (block, stage)`` whose templates may use the
-            match's groups (``{r"^(blocks\\.\\d+)\\.": r"\\1"}``). Names a mapping does not match, or a
+            match's groups (``{r"^(blocks\.\d+)\.": r"\1"}``). Names a mapping does not match, or a
             callable returns ``None`` for, keep their automatic groups.
     """
     automatic = auto_groups(model, names)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 import torch
@@ -32,8 +32,17 @@ from .grouping import GroupSpec, resolve
 from .record import Record
 from .stats import STATS, grad_stats
 from .store import (
-    FLAG_SKIPPED, FORMAT_NAME, FORMAT_VERSION, FRAMES_FILE, META_FILE, Chunk, FileSink, FrameWriter,
-    MemorySink, read_meta, write_json_atomic,
+    FLAG_SKIPPED,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FRAMES_FILE,
+    META_FILE,
+    Chunk,
+    FileSink,
+    FrameWriter,
+    MemorySink,
+    read_meta,
+    write_json_atomic,
 )
 
 ParamFilter = Union[str, Sequence[str], Callable[[str], bool], None]
@@ -66,7 +75,7 @@ def _matcher(spec: ParamFilter, what: str) -> Callable[[str], bool] | None:
     try:
         compiled = [re.compile(p) for p in patterns]
     except (re.error, TypeError) as exc:
-        raise GradscopeError(f"{what}: expected regular expressions over parameter names, got {spec!r} ({exc})") from None
+        raise GradscopeError(f"{what}: expected regexes over parameter names, got {spec!r} ({exc})") from None
     return lambda name: any(c.search(name) for c in compiled)
 
 
@@ -278,7 +287,7 @@ class Recorder:
             self._copy_done = None
         row = self._buffer[self._filled]
         for group in plan.groups:
-            values = grad_stats([grads[i] for i in group.indices], group.inv_numel)
+            values = grad_stats(cast(list[torch.Tensor], [grads[i] for i in group.indices]), group.inv_numel)
             if group.device != row.device:
                 values = values.to(row.device, non_blocking=True)
             if group.columns is None:

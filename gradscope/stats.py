@@ -18,7 +18,6 @@ max_abs = max, nonfinite = max. A group with no gradient at all is NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,7 +26,7 @@ STATS: tuple[str, ...] = ("l2", "mean_abs", "max_abs", "nonfinite")
 L2, MEAN_ABS, MAX_ABS, NONFINITE = range(len(STATS))
 
 
-def grad_stats(grads: Sequence[torch.Tensor], inv_numel: torch.Tensor) -> torch.Tensor:
+def grad_stats(grads: list[torch.Tensor], inv_numel: torch.Tensor) -> torch.Tensor:
     """All four statistics of ``grads`` as a ``(4, len(grads))`` float32 tensor on their device.
 
     Three fused ``torch._foreach_norm`` calls (orders 2, 1, ∞, accumulated in float32) replace a
@@ -54,7 +53,9 @@ def _sum_of_squares_root(v: np.ndarray, present: np.ndarray, numel: np.ndarray, 
     return np.sqrt(np.add.reduceat(np.where(present, v * v, 0.0), starts, axis=1))
 
 
-def _element_weighted_mean(v: np.ndarray, present: np.ndarray, numel: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def _element_weighted_mean(
+    v: np.ndarray, present: np.ndarray, numel: np.ndarray, starts: np.ndarray
+) -> np.ndarray:
     total = np.add.reduceat(np.where(present, v * numel, 0.0), starts, axis=1)
     return total / np.add.reduceat(present * numel, starts, axis=1)
 
@@ -64,7 +65,9 @@ def _maximum(v: np.ndarray, present: np.ndarray, numel: np.ndarray, starts: np.n
     return np.maximum.reduceat(np.where(present, v, -np.inf), starts, axis=1)
 
 
-AGGREGATORS = {"l2": _sum_of_squares_root, "mean_abs": _element_weighted_mean, "max_abs": _maximum, "nonfinite": _maximum}
+AGGREGATORS = {
+    "l2": _sum_of_squares_root, "mean_abs": _element_weighted_mean, "max_abs": _maximum, "nonfinite": _maximum,
+}
 
 
 def aggregate(

@@ -208,11 +208,13 @@ class FileSink:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def __call__(self, frame: bytes) -> None:
+        """Append one frame (looping over short writes)."""
         view = memoryview(frame)
         while view:
             view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
+        """Close the file."""
         os.close(self._fd)
 
 
@@ -223,7 +225,8 @@ class MemorySink:
         self.data = bytearray()
 
     def __call__(self, frame: bytes) -> None:
+        """Keep one frame."""
         self.data += frame
 
     def close(self) -> None:
-        pass
+        """Nothing to release."""

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from gradscope import bench
+
+
+def test_model_has_the_62_tensors_of_resnet18():
+    model = bench.resnet18(width=8)
+    assert len(list(model.parameters())) == 62
+    assert [name for name, _ in model.named_children()] == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4",
+                                                            "linear"]
+
+
+def test_tiny_run_writes_all_four_variants(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench.main([
+        "--device", "cpu", "--width", "8", "--batch-size", "2", "--rounds", "1", "--steps-per-round", "1",
+        "--warmup", "1", "--alone-calls", "5", "--json", str(out),
+    ])
+    data = json.loads(out.read_text())
+    assert set(data["variants"]) == {"none", "gradscope", "naive", "histogram"}
+    for figures in data["variants"].values():
+        assert figures["median_ms"] > 0
+        assert len(figures["samples_ms"]) == 1
+    for name in ("gradscope", "naive", "histogram"):
+        assert data["variants"][name]["alone_ms"] > 0
+    assert data["config"]["width"] == 8
+    printed = capsys.readouterr().out
+    assert "gradscope adds" in printed and "naive adds" in printed
+
+
+def test_histogram_skips_nonfinite_values():
+    counts, low, high = bench.host_histogram(torch.tensor([1.0, float("inf"), -1.0, float("nan")]))
+    assert (low, high) == (-1.0, 1.0)
+    assert sum(counts) == 2 and len(counts) == bench.HISTOGRAM_BINS
+
+
+def test_times_less_handles_unmeasurable_added_time():
+    assert bench.times_less(10.0, 1.0) == 10.0
+    assert bench.times_less(10.0, 0.0) == float("inf")
+    assert bench.times_less(-1.0, 2.0) == 0.0
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--batch-size"])
+def test_rejects_nonpositive_settings(flag):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", flag, "0"])
