@@ -79,6 +79,13 @@ def _matcher(spec: ParamFilter, what: str) -> Callable[[str], bool] | None:
     return lambda name: any(c.search(name) for c in compiled)
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small host tensor to ``device`` without blocking the host (pinned, non_blocking)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _is_rank_zero() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -324,10 +331,10 @@ class Recorder:
         groups = []
         for (device, _), indices in by_kind.items():
             everything = indices == list(range(self.n_params))
-            columns = None if everything else torch.tensor(indices, device=home)
-            groups.append(_DeviceGroup(device, indices, (1.0 / self._numel[indices]).to(device), columns))
+            columns = None if everything else _to_device(torch.tensor(indices), home)
+            groups.append(_DeviceGroup(device, indices, _to_device(1.0 / self._numel[indices], device), columns))
         absent = [i for i, g in enumerate(grads) if g is None]
-        return _Plan(groups, torch.tensor(absent, device=home) if absent else None)
+        return _Plan(groups, _to_device(torch.tensor(absent), home) if absent else None)
 
     def _flush_buffer(self) -> None:
         n, self._filled = self._filled, 0
