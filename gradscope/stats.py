@@ -26,22 +26,44 @@ STATS: tuple[str, ...] = ("l2", "mean_abs", "max_abs", "nonfinite")
 L2, MEAN_ABS, MAX_ABS, NONFINITE = range(len(STATS))
 
 
+Norms = tuple[list[torch.Tensor], ...]
+
+
+def fused_norms(grads: list[torch.Tensor]) -> Norms:
+    """L2, L1 and L∞ norms by three ``torch._foreach_norm`` calls: a few multi-tensor kernels on GPUs."""
+    return tuple(list(torch._foreach_norm(grads, order, dtype=torch.float32)) for order in (2, 1, math.inf))
+
+
+def separate_norms(grads: list[torch.Tensor]) -> Norms:
+    """The same norms with the reductions that are fast on CPUs.
+
+    On CPU ``_foreach_norm`` is a loop, and its order-1 and order-∞ kernels are 5x and 15x slower
+    than order 2 (measured on ResNet18's gradients); ``abs().sum()`` and ``aminmax`` are not.
+    """
+    if any(g.numel() == 0 for g in grads):  # aminmax refuses empty tensors
+        return fused_norms(grads)
+    l2 = list(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    l1 = [g.abs().sum(dtype=torch.float32) for g in grads]
+    linf = [torch.maximum(hi, lo.neg()).float() for lo, hi in map(torch.aminmax, grads)]
+    return l2, l1, linf
+
+
+NORMS_BY_DEVICE = {"cpu": separate_norms}  # any other device type uses fused_norms
+
+
 def grad_stats(grads: list[torch.Tensor], inv_numel: torch.Tensor) -> torch.Tensor:
     """All four statistics of ``grads`` as a ``(4, len(grads))`` float32 tensor on their device.
 
-    Three fused ``torch._foreach_norm`` calls (orders 2, 1, ∞, accumulated in float32) replace a
-    Python loop of per-tensor reductions, and nothing is read back to the host. ``max_abs`` is
-    finite exactly when every element is, so it also yields ``nonfinite`` without another pass.
+    The norms (orders 2, 1, ∞, accumulated in float32) come from the device's fastest strategy
+    (`NORMS_BY_DEVICE`), and nothing is read back to the host. ``max_abs`` is finite exactly when
+    every element is, so it also yields ``nonfinite`` without another pass.
 
     Args:
         grads: gradient tensors, all on one device with one dtype.
         inv_numel: ``1 / numel`` of each tensor, float32, on the same device.
     """
-    norms = (
-        *torch._foreach_norm(grads, 2, dtype=torch.float32),
-        *torch._foreach_norm(grads, 1, dtype=torch.float32),
-        *torch._foreach_norm(grads, math.inf, dtype=torch.float32),
-    )
+    l2, l1, linf = NORMS_BY_DEVICE.get(inv_numel.device.type, fused_norms)(grads)
+    norms = (*l2, *l1, *linf)
     out = torch.empty(len(STATS), len(grads), dtype=torch.float32, device=inv_numel.device)
     torch.stack(norms, out=out[:3].view(-1))
     out[MEAN_ABS].mul_(inv_numel)
