@@ -65,9 +65,12 @@ def residual_stages(model: nn.Module) -> list[str]:
 def auto_groups(model: nn.Module, names: Sequence[str]) -> list[Groups]:
     """Default grouping: residual stages when the model has them, else the module tree."""
     stages = residual_stages(model)
-    if stages:
-        return _residual_groups(names, stages)
-    return [_tree_groups(name) for name in names]
+    if not stages:
+        return [_tree_groups(name) for name in names]
+    # Stem and head are decided on the whole model, so that a filtered selection keeps them apart.
+    everything = [n for n, _ in model.named_parameters()]
+    by_name = dict(zip(everything, _residual_groups(everything, stages)))
+    return [by_name.get(name) or _residual_groups([name], stages)[0] for name in names]
 
 
 def _residual_groups(names: Sequence[str], stages: list[str]) -> list[Groups]:

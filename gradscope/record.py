@@ -101,6 +101,11 @@ class Record:
             self._cache.clear()
         return sum(len(c.steps) for c in scan.chunks)
 
+    @property
+    def complete_bytes(self) -> int:
+        """Length of the frames file up to the end of its last complete frame read so far."""
+        return self._end
+
     def refresh(self) -> int:
         """Read frames appended since the last read; returns how many steps arrived."""
         return self._read()

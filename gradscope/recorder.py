@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import os
 import re
 import sys
 import time
@@ -71,6 +72,10 @@ def _matcher(spec: ParamFilter, what: str) -> Callable[[str], bool] | None:
         return None
     if callable(spec):
         return spec
+    if not isinstance(spec, (str, Sequence)):
+        raise GradscopeError(
+            f"{what}: expected a regex, a list of regexes or a predicate over parameter names, got {spec!r}"
+        )
     patterns = [spec] if isinstance(spec, str) else list(spec)
     try:
         compiled = [re.compile(p) for p in patterns]
@@ -141,8 +146,12 @@ class Recorder:
         for name, value in (("every", every), ("flush_every", flush_every)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise GradscopeError(f"{name} must be a positive integer, got {value!r}")
-        if not flush_secs > 0:
-            raise GradscopeError(f"flush_secs must be positive, got {flush_secs!r}")
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs > 0:
+            raise GradscopeError(f"flush_secs must be a positive number of seconds, got {flush_secs!r}")
+        if start_step is not None and (type(start_step) is not int or start_step < 0):
+            raise GradscopeError(f"start_step must be None or a non-negative integer, got {start_step!r}")
+        if tags is not None and not isinstance(tags, dict):
+            raise GradscopeError(f"tags must be a dict of JSON-serialisable values, got {type(tags).__name__}")
         module = unwrap(model)
         keep, drop = _matcher(include, "include"), _matcher(exclude, "exclude")
         named = [
@@ -179,7 +188,7 @@ class Recorder:
         self._plans: dict[tuple[bool, ...], _Plan] = {}
         self._numel = torch.tensor([p.numel() for p in self._params], dtype=torch.float32)
         self._stepped = False
-        self._queued = False
+        self._queued_tasks: set[int] = set()
         self.n_params = n
         self._attach(optimizer, scaler)
         _open_recorders.add(self)
@@ -224,9 +233,15 @@ class Recorder:
                     f"{self.path} already holds a record of this model; pass append=True to continue it "
                     "or choose another path"
                 )
-            steps = Record(old, folder=self.path).steps
+            existing = Record(old, folder=self.path)
+            steps = existing.steps
+            frames = self.path / FRAMES_FILE
+            if frames.exists() and frames.stat().st_size > existing.complete_bytes:
+                # A writer killed mid-frame left a partial frame: drop it, or it would swallow ours.
+                os.truncate(frames, existing.complete_bytes)
             first = start_step if start_step is not None else (int(steps[-1]) + 1 if len(steps) else 0)
             old.pop("closed_at", None)
+            old["tags"] = {**old.get("tags", {}), **self.meta["tags"]}  # a resumed run may add facts
             old["resumed_at"] = [*old.get("resumed_at", []), {"at": self.meta["created_at"], "step": first}]
             self.meta = old
         else:
@@ -264,8 +279,11 @@ class Recorder:
         self._on_step(skipped=False)
 
     def _on_grad_accumulated(self, param: torch.Tensor) -> None:
-        if not self._queued:
-            self._queued = True
+        # Keyed by graph task, so a backward pass that raised (its callback never ran) cannot block
+        # the next one, and a reentrant inner pass (checkpointing) gets its own callback.
+        task = torch._C._current_graph_task_id()
+        if task not in self._queued_tasks:
+            self._queued_tasks.add(task)
             torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
 
     def _after_backward(self) -> None:
@@ -273,7 +291,12 @@ class Recorder:
         torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
 
     def _on_backward_end(self) -> None:
-        self._queued = False
+        if torch._C._current_autograd_node() is not None:
+            # The end of a reentrant pass nested in an outer one (use_reentrant=True checkpointing):
+            # the outer pass records once its gradients are complete too.
+            self._queued_tasks.discard(torch._C._current_graph_task_id())
+            return
+        self._queued_tasks.clear()
         self._on_step(skipped=False)
 
     def _on_step(self, skipped: bool) -> None:
@@ -408,7 +431,10 @@ class Recorder:
 
 
 def _model_mismatch(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str:
-    """'' when both parameter lists describe the same model, else the first difference."""
+    """'' when both parameter lists describe the same model, in the same order, else the first difference.
+
+    The order matters: the columns of the stored frames follow the recorded parameter order.
+    """
     old_shapes = {p["name"]: p["shape"] for p in old}
     new_shapes = {p["name"]: p["shape"] for p in new}
     for name, shape in new_shapes.items():
@@ -417,7 +443,12 @@ def _model_mismatch(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> str
         if old_shapes[name] != shape:
             return f"parameter {name!r} has shape {old_shapes[name]} there and {shape} here"
     extra = [n for n in old_shapes if n not in new_shapes]
-    return f"the recorded model also has {extra[0]!r}" if extra else ""
+    if extra:
+        return f"the recorded model also has {extra[0]!r}"
+    for i, (before, now) in enumerate(zip(old, new)):
+        if before["name"] != now["name"]:
+            return f"parameter {i} is {before['name']!r} there and {now['name']!r} here (another order)"
+    return ""
 
 
 def record(

@@ -29,9 +29,19 @@ L2, MEAN_ABS, MAX_ABS, NONFINITE = range(len(STATS))
 Norms = tuple[list[torch.Tensor], ...]
 
 
+def _foreach_norm32(grads: list[torch.Tensor], order: float) -> list[torch.Tensor]:
+    """``torch._foreach_norm`` in float32; float64 gradients in float64, then cast.
+
+    ``_foreach_norm`` refuses to narrow float64 to a float32 accumulator.
+    """
+    if grads[0].dtype == torch.float64:
+        return [n.float() for n in torch._foreach_norm(grads, order)]
+    return list(torch._foreach_norm(grads, order, dtype=torch.float32))
+
+
 def fused_norms(grads: list[torch.Tensor]) -> Norms:
     """L2, L1 and L∞ norms by three ``torch._foreach_norm`` calls: a few multi-tensor kernels on GPUs."""
-    return tuple(list(torch._foreach_norm(grads, order, dtype=torch.float32)) for order in (2, 1, math.inf))
+    return tuple(_foreach_norm32(grads, order) for order in (2, 1, math.inf))
 
 
 def separate_norms(grads: list[torch.Tensor]) -> Norms:
@@ -42,7 +52,7 @@ def separate_norms(grads: list[torch.Tensor]) -> Norms:
     """
     if any(g.numel() == 0 for g in grads):  # aminmax refuses empty tensors
         return fused_norms(grads)
-    l2 = list(torch._foreach_norm(grads, 2, dtype=torch.float32))
+    l2 = _foreach_norm32(grads, 2)
     l1 = [g.abs().sum(dtype=torch.float32) for g in grads]
     linf = [torch.maximum(hi, lo.neg()).float() for lo, hi in map(torch.aminmax, grads)]
     return l2, l1, linf

@@ -17,7 +17,9 @@ pytestmark = [
 
 
 def small_model() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10)
+    )
 
 
 def test_recorded_step_never_synchronises(tmp_path: Path) -> None:
@@ -27,7 +29,7 @@ def test_recorded_step_never_synchronises(tmp_path: Path) -> None:
     x, y = torch.randn(16, 3, 8, 8, device="cuda"), torch.randint(0, 10, (16,), device="cuda")
     recorder = gradscope.record(model, tmp_path / "rec", optimizer=opt, flush_every=4)
     expected = []
-    for step in range(10):
+    for _ in range(10):
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         expected.append(torch.stack([p.grad.norm() for p in model.parameters()]))

@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,7 +149,15 @@ def test_bfloat16_and_mixed_dtype_gradients(tmp_path, resnet, batches):
     assert_matches_direct(record, snaps, rtol=1e-4)
 
 
-def test_grad_scaler_records_skipped_step_and_unscaled_grads(tmp_path, mlp):
+def test_float64_model(tmp_path, mlp):
+    mlp.double()
+    x, y = make_batch(4, shape=(12,))
+    record, snaps = train_optimizer_mode(mlp, [(x.double(), y)] * 2, tmp_path / "rec")
+    assert_matches_direct(record, snaps, group=lambda n, lv: n if lv == "param" else n.split(".")[0])
+
+
+@pytest.mark.parametrize("inject", ["one_grad_inf", "loss_times_inf"])
+def test_grad_scaler_records_skipped_step_and_unscaled_grads(tmp_path, mlp, inject):
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     assert scaler.is_enabled()  # GradScaler is usable on CPU
     opt = torch.optim.SGD(mlp.parameters(), lr=0.1)
@@ -167,9 +174,13 @@ def test_grad_scaler_records_skipped_step_and_unscaled_grads(tmp_path, mlp):
     with gradscope.record(mlp, tmp_path / "rec", optimizer=opt, scaler=scaler) as recorder:
         for step in range(5):
             opt.zero_grad()
-            handle = mlp.fc2.weight.register_hook(poison) if step == poisoned else None
+            handle = None
+            if step == poisoned and inject == "one_grad_inf":
+                handle = mlp.fc2.weight.register_hook(poison)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = F.cross_entropy(mlp(x).float(), y)
+            if step == poisoned and inject == "loss_times_inf":
+                loss = loss * math.inf
             scaler.scale(loss).backward()
             if handle:
                 handle.remove()
@@ -182,8 +193,6 @@ def test_grad_scaler_records_skipped_step_and_unscaled_grads(tmp_path, mlp):
                 expected.append(snapshot(mlp))  # the unscaled gradients, holding the inf
             else:
                 expected.append(at_step[-1])
-                # unscaled: the recorded gradient is loss.backward()'s, not scale times it
-                assert scale > 1
             scaler.update()
             if step == poisoned:
                 assert scaler.get_scale() == scale / 2
@@ -194,13 +203,18 @@ def test_grad_scaler_records_skipped_step_and_unscaled_grads(tmp_path, mlp):
     assert record.skipped.tolist() == [False, False, True, False, False]
     steps, names, nonfinite = record.matrix("param", "nonfinite")
     assert nonfinite[poisoned, names.index("fc2.weight")] == 1
-    assert nonfinite.sum() == 1
-    assert record.matrix("stage", "nonfinite").values[poisoned].tolist() == [0, 1, 0]
-    assert np.isinf(record.matrix("layer", "max_abs").values[poisoned, 1])
+    assert (np.delete(nonfinite, poisoned, axis=0) == 0).all()
+    if inject == "one_grad_inf":
+        assert nonfinite.sum() == 1
+        assert record.matrix("stage", "nonfinite").values[poisoned].tolist() == [0, 1, 0]
+        assert np.isinf(record.matrix("layer", "max_abs").values[poisoned, 1])
+    else:
+        assert (nonfinite[poisoned] == 1).all()
 
     def mlp_group(name, level):
         return name if level == "param" else name.split(".")[0]
 
+    # normal steps: the unscaled gradients the optimizer used; the skipped one: those scaler.step left
     assert_matches_direct(record, expected, group=mlp_group)
 
 
@@ -250,6 +264,15 @@ def test_compiled_model_fullgraph_no_graph_breaks(tmp_path, resnet, batches, tri
 
 @pytest.mark.slow
 def test_compiled_model_inductor(tmp_path, mlp):
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    # compile in this process: a pool of compile workers would keep both cores busy after the test
+    with inductor_config.patch(compile_threads=1):
+        _inductor_run(tmp_path, mlp)
+
+
+def _inductor_run(tmp_path, mlp):
     compiled = torch.compile(mlp)
     opt = torch.optim.SGD(mlp.parameters(), lr=0.1)
     x, y = make_batch(8, shape=(12,))
@@ -380,11 +403,6 @@ def test_include_exclude(tmp_path, resnet, batches, include, exclude, want):
     assert_matches_direct(record, snaps, params=set(expected))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stem/head is decided from the recorded (filtered) names only, so with include/exclude leaving "
-    "out every stage parameter the head (linear) is grouped as 'stem'",
-)
 @pytest.mark.parametrize("include", [r"^linear\.", [r"^conv1\.", r"^linear\."]])
 def test_include_without_stages_keeps_head_grouping(include, resnet):
     recorder = gradscope.record(resnet, include=include)
@@ -492,11 +510,6 @@ class _Ba(nn.Module):  # the same names and shapes, registered the other way rou
         self.a = nn.Linear(3, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: append=True accepts a model whose parameters have the same names and shapes in another "
-    "order, and writes its columns in the new order under the old meta: values are silently mislabelled",
-)
 def test_append_same_names_in_another_order_keeps_columns_right(tmp_path):
     path = tmp_path / "rec"
     with gradscope.record(_Ab(), path):
@@ -558,11 +571,6 @@ def test_flush_secs_writes_without_explicit_flush(tmp_path, mlp):
 
 # -- known gaps of the backward trigger -------------------------------------------------------------------
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a backward pass that raises (anomaly detection, a hook error, OOM) the queued "
-    "end-of-backward callback is dropped, Recorder._queued stays True, and no later backward is ever recorded",
-)
 def test_backward_mode_recovers_after_a_failed_backward(tmp_path, mlp):
     x, y = make_batch(4, shape=(12,))
     with gradscope.record(mlp, tmp_path / "rec") as recorder:
@@ -575,17 +583,13 @@ def test_backward_mode_recovers_after_a_failed_backward(tmp_path, mlp):
         with pytest.raises(RuntimeError, match="bad batch"):
             mlp.out(F.relu(mlp.fc2(F.relu(hidden)))).sum().backward()
         for _ in range(2):
-            mlp.zero_grad()
+            mlp.zero_grad(set_to_none=True)
             F.cross_entropy(mlp(x), y).backward()
-    assert len(recorder.load()) == 2
+    record = recorder.load()
+    assert len(record) in (2, 3)  # the failed pass may or may not leave a record; the two good ones must
+    assert np.isfinite(record.matrix("param", "l2").values[-2:]).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with reentrant activation checkpointing of the last segment, the end-of-backward callback "
-    "is queued on the inner (checkpoint) graph task, so one backward pass gives two records, the first "
-    "partial (earlier layers NaN)",
-)
 def test_backward_mode_reentrant_checkpoint_records_once(tmp_path, mlp):
     from torch.utils.checkpoint import checkpoint
 
@@ -631,6 +635,20 @@ def test_bad_options_raise(mlp, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"include": 123},
+        {"flush_secs": None},
+        {"start_step": "3"},
+        {"tags": ["a"]},
+    ],
+)
+def test_bad_option_types_raise_gradscope_error(mlp, options):
+    with pytest.raises(GradscopeError):
+        gradscope.record(mlp, **options)
+
+
 def test_include_matching_nothing_lists_names(mlp):
     with pytest.raises(GradscopeError, match=r"selected no parameter.*fc1\.weight"):
         gradscope.record(mlp, include=r"^nothing")
@@ -668,7 +686,7 @@ def test_load_folder_without_record(tmp_path):
         gradscope.load(tmp_path)
 
 
-def test_inactive_style_errors_and_window_mean(tmp_path, resnet, batches):
+def test_window_mean(tmp_path, resnet, batches):
     record, snaps = train_optimizer_mode(resnet, batches[:4], tmp_path / "rec")
     steps, names, values = record.matrix("block", "l2")
     means = record.window_mean("block", "l2", (0.5, 1.0))
