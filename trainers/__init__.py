@@ -1,0 +1,1 @@
+"""Experiments of the poster: methods, models, data, the training loop, evaluation and recipes."""

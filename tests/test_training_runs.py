@@ -1,0 +1,64 @@
+"""Slower end-to-end runs: DDP on gloo, a real Fashion-MNIST KD run, a recipe and its summary."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainers.checkpoint import load_checkpoint
+from trainers.config import TrainConfig
+from trainers.data import DEBIAN_FASHION_MNIST
+from trainers.loop import train
+from trainers.recipes import plan, run_recipe
+from trainers.summarize import summarize
+
+ARGS = ["--method", "baseline", "--model", "mlp-student", "--dataset", "synthetic-mnist", "--epochs", "2",
+        "--batch-size", "64", "--train-subset", "512", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_gloo_processes_matches_one_process_on_the_global_batch(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "trainers", "train", *ARGS, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "trainers", "train", *ARGS, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    losses = [[json.loads(r)["train_loss"] for r in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+              for n in ("one", "two")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    one, two = (load_checkpoint(tmp_path / n / "checkpoints" / "last.pt")["model"] for n in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_teacher_and_students_with_and_without_kd_reach_sensible_accuracy(tmp_path):
+    common = {"dataset": "fashion-mnist", "data_dir": str(tmp_path / "data"), "epochs": 2, "train_subset": 20000,
+              "progress": False}
+    teacher = train(TrainConfig(method="baseline", model="mlp-teacher", out=str(tmp_path / "t"), **common))
+    student = train(TrainConfig(method="baseline", model="mlp-student", out=str(tmp_path / "s"), **common))
+    kd = train(TrainConfig(method="kd", model="mlp-student", teacher=str(tmp_path / "t"), out=str(tmp_path / "kd"),
+                           **common))
+    for result in (teacher, student, kd):
+        assert result["last"]["test_acc"] > 80, result
+
+
+@pytest.mark.slow
+def test_a_recipe_runs_teachers_first_skips_finished_runs_and_summarizes(tmp_path, capsys):
+    overrides = {"dataset": "synthetic-mnist", "epochs": 1, "train_subset": 256, "progress": False}
+    configs = plan("fig1", seeds=2, out=tmp_path, overrides=overrides)
+    assert [(c.seed, c.method, c.model) for c in configs[:3]] == [
+        (0, "baseline", "mlp-teacher"), (0, "baseline", "mlp-student"), (0, "kd", "mlp-student")]
+    assert configs[2].teacher == str(tmp_path / "fig1" / "seed0" / "teacher")
+    run_recipe("fig1", seeds=2, out=tmp_path, overrides=overrides)
+    run_recipe("fig1", seeds=2, out=tmp_path, overrides=overrides)
+    assert capsys.readouterr().out.count("finished, skipped") == 6
+    table = summarize(tmp_path)
+    assert "fig1" in table and "student-kd" in table and "(poster 98.73)" in table and "± " in table
