@@ -117,3 +117,28 @@ def test_cli_train_runs_and_prints_the_result(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "tfkd-reg mlp-student seed 0: test_acc" in proc.stdout
     assert json.loads((out / "config.json").read_text())["multiplier"] == pytest.approx(10.0)
+
+
+def test_adversarial_runs_select_on_validation_pgd_accuracy_and_stop_early(tmp_path):
+    results = train(config(tmp_path, method="at", epochs=4, val_size=128, patience=1, lr=1e-12, schedule="constant",
+                           attack_steps=2))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_pgd_acc" in r and "val_acc" in r for r in rows)
+    assert len(rows) == 2  # lr 0: nothing improves after the first epoch, patience 1 stops after the second
+    assert results["best_epoch"] == 1 and (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert set(results["best"]) == {"test_acc", "test_pgd20_acc"}
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path):
+    results = train(config(tmp_path, model="resnet18", dataset="synthetic", width=4, epochs=1, train_subset=128,
+                           batch_size=32, bf16=True, channels_last=True))
+    assert results["last"]["test_acc"] >= 0
+
+
+def test_cli_resume_continues_the_run(tmp_path):
+    out = str(tmp_path / "run")
+    common = ["--method", "baseline", "--model", "mlp-student", "--dataset", "synthetic-mnist", "--train-subset",
+              "128", "--out", out, "--no-progress"]
+    assert main(["train", *common, "--epochs", "1"]) == 0
+    assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2

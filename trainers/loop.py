@@ -197,7 +197,7 @@ def _train(
                 loss_sum, correct, seen = all_sum(totals, world).tolist()
                 row = {"epoch": state.epoch, "step": state.step, "lr": lr, "train_loss": loss_sum / seen,
                        "train_acc": 100.0 * correct / seen}
-                row.update(_evaluate(net, evaluation, config, method, state.epoch))
+                row.update(_evaluate(net, evaluation, config, method))
                 row["time_s"] = time.perf_counter() - started
                 _select(state, row, config)
                 if world.is_main:
@@ -229,12 +229,16 @@ def _record_tags(config: TrainConfig) -> dict[str, Any]:
             "title": f"{config.method} (seed {config.seed})"}
 
 
-def _evaluate(net: nn.Module, loaders: dict[str, DeviceLoader], config: TrainConfig, method: Method,
-              epoch: int) -> dict[str, float]:
+def _evaluate(net: nn.Module, loaders: dict[str, DeviceLoader], config: TrainConfig,
+              method: Method) -> dict[str, float]:
+    """Clean accuracy of every split, and PGD accuracy on validation for adversarial methods.
+
+    The validation attack's random start is the same every epoch, so epochs compare fairly.
+    """
     row = {f"{name}_acc": accuracy(net, loader, bf16=config.bf16) for name, loader in loaders.items()}
     if method.adversarial and "val" in loaders:
         row["val_pgd_acc"] = pgd_accuracy(net, loaders["val"], eps=config.eps or 0.0, step_size=config.step_size or 0.0,
-                                          steps=config.eval_pgd_steps, seed=epoch_seed(config.seed, epoch),
+                                          steps=config.eval_pgd_steps, seed=config.seed,
                                           bf16=config.bf16)
     return row
 
