@@ -125,6 +125,32 @@ def test_fashion_mnist_reads_idx_files_from_root_first(tmp_path: Path) -> None:
     assert splits.train.labels.dtype == torch.int64
 
 
+def test_mnist_goes_through_torchvision(tmp_path: Path) -> None:
+    """torchvision reads (ungzipped) idx files in MNIST/raw without checksums, so tiny ones stand in."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    for prefix in ("train", "t10k"):
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            path = raw / f"{prefix}-{kind}-ubyte"
+            write_idx(path.with_suffix(".gz"), array)
+            path.write_bytes(gzip.decompress(path.with_suffix(".gz").read_bytes()))
+    splits = load_data("mnist", root=tmp_path)
+    assert splits.info.shape == (1, 28, 28) and not splits.info.augment
+    assert splits.train.images.shape == (7, 1, 28, 28) and splits.train.images.is_contiguous()
+    assert np.array_equal(splits.test.images[:, 0].numpy(), images)
+    assert splits.train.labels.dtype == torch.int64 and splits.train.labels.tolist() == labels.tolist()
+
+
+def test_channels_last_arrays_become_nchw_tensors() -> None:
+    """CIFAR-10's numpy data is (N, H, W, C); the conversion must move channels, not reshape."""
+    hwc = np.random.default_rng(2).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
+    nchw = data._nchw(hwc)
+    assert nchw.shape == (4, 3, 5, 6) and nchw.is_contiguous()
+    assert nchw[2, 1, 3, 4] == hwc[2, 3, 4, 1]
+
+
 def test_read_idx_rejects_a_bad_magic_and_a_short_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad-idx"
     bad.write_bytes(bytes([0, 0, 0x0D, 1, 0, 0, 0, 2, 1, 2]))  # 0x0D: float, not unsigned byte

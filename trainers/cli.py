@@ -114,7 +114,7 @@ def _download(args: argparse.Namespace) -> None:
     from .data import download_dataset
 
     download_dataset(args.dataset, Path(args.data_dir))
-    print(f"{args.dataset} is in {args.data_dir}")
+    print(f"{args.dataset} is ready (found or downloaded; --data-dir {args.data_dir})")
 
 
 def _methods(args: argparse.Namespace) -> None:
