@@ -62,3 +62,29 @@ def test_a_recipe_runs_teachers_first_skips_finished_runs_and_summarizes(tmp_pat
     assert capsys.readouterr().out.count("finished, skipped") == 6
     table = summarize(tmp_path)
     assert "fig1" in table and "student-kd" in table and "(poster 98.73)" in table and "± " in table
+
+
+@pytest.mark.slow
+def test_the_fig4_recipe_draws_figure_6_from_its_records(tmp_path):
+    overrides = {"dataset": "synthetic", "epochs": 1, "train_subset": 128, "batch_size": 32, "width": 4,
+                 "progress": False}
+    run_recipe("fig4", seeds=1, out=tmp_path, overrides=overrides)
+    seed = tmp_path / "fig4" / "seed0"
+    html = (seed / "fig6.html").read_text()
+    assert "plotly" in html.lower() and "tfkd-self" in html
+    csv = (seed / "fig6.csv").read_text().splitlines()
+    assert csv[0].startswith("run,column,row") and any(line.startswith("tfkd-reg,layer1") for line in csv)
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_like_the_eager_one_and_is_recorded(tmp_path):
+    import gradscope
+
+    common = {"method": "baseline", "model": "mlp-student", "dataset": "synthetic-mnist", "epochs": 1,
+              "train_subset": 256, "progress": False}
+    eager = train(TrainConfig(**common, out=str(tmp_path / "e")))
+    compiled = train(TrainConfig(**common, out=str(tmp_path / "c"), compile=True))
+    assert compiled["last"]["test_acc"] == pytest.approx(eager["last"]["test_acc"], abs=1.0)
+    losses = [json.loads((tmp_path / n / "metrics.jsonl").read_text())["train_loss"] for n in "ec"]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert len(gradscope.load(tmp_path / "c").steps) == 256 // 128

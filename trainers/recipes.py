@@ -37,6 +37,7 @@ class Recipe:
     dataset: str
     runs: tuple[RunSpec, ...]
     poster: dict[str, dict[str, float]]  # run name -> metric -> poster's value
+    figures: tuple[str, ...] = ()  # figures drawn from each seed's gradscope records once its runs finish
 
 
 RECIPES = Registry[Recipe]("recipe")
@@ -56,7 +57,8 @@ for _recipe in (
         RunSpec("baseline", "baseline", "resnet18"),
         RunSpec("tfkd-reg", "tfkd-reg", "resnet18"),
         RunSpec("tfkd-self", "tfkd-self", "resnet18", teacher="baseline"),
-    ), {"baseline": {"test_acc": 94.98}, "tfkd-reg": {"test_acc": 95.39}, "tfkd-self": {"test_acc": 95.42}}),
+    ), {"baseline": {"test_acc": 94.98}, "tfkd-reg": {"test_acc": 95.39}, "tfkd-self": {"test_acc": 95.42}},
+        figures=("fig6.html", "fig6.csv")),
     Recipe("fig7", "Adversarial teacher-free KD on CIFAR-10: ResNet18, PGD-7 AT", "cifar10", (
         RunSpec("at", "at", "resnet18"),
         RunSpec("at-kd", "at-kd", "resnet18", teacher="at"),
@@ -108,4 +110,32 @@ def run_recipe(figure: str, *, seeds: int, out: Path, overrides: dict[str, Any])
         resume = folder.last.exists()
         print(f"{folder.root}: {'resuming' if resume else 'training'} {config.method} {config.model}")
         train(config, resume=resume, overwrite=not resume and folder.holds_run())
+    draw_record_figures(RECIPES.get(figure), folders)
     return folders
+
+
+def draw_record_figures(recipe: Recipe, folders: list[Path]) -> list[Path]:
+    """Figure 6 (the gradient heatmap of the Figure 4 runs) for every seed, beside its runs."""
+    import gradscope
+    from gradscope.exporting import write_csv
+    from gradscope.figures import heatmap_grids, heatmap_rows
+
+    written: list[Path] = []
+    if not recipe.figures:
+        return written
+    by_seed: dict[Path, list[Path]] = {}
+    for folder in folders:
+        if (folder / "gradscope" / "meta.json").exists():
+            by_seed.setdefault(folder.parent, []).append(folder)
+    for seed_folder, runs in by_seed.items():
+        records = {run.name: gradscope.load(run) for run in runs}
+        for name in recipe.figures:
+            path = seed_folder / name
+            if name.endswith(".csv"):
+                write_csv(heatmap_rows(heatmap_grids(records, "mean_abs", "stage", (0.0, 1.0)), "mean_abs",
+                                       (0.0, 1.0)), path)
+            else:
+                gradscope.export(gradscope.heatmap(records, stat="mean_abs"), path)
+            written.append(path)
+            print(f"{path}: written")
+    return written
