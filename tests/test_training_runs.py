@@ -62,6 +62,7 @@ def test_a_recipe_runs_teachers_first_skips_finished_runs_and_summarizes(tmp_pat
     assert capsys.readouterr().out.count("finished, skipped") == 6
     table = summarize(tmp_path)
     assert "fig1" in table and "student-kd" in table and "(poster 98.73)" in table and "± " in table
+    assert "317,600 weights (318,010 with biases)" in table
 
 
 @pytest.mark.slow

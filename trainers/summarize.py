@@ -63,6 +63,9 @@ def summarize(folder: Path) -> str:
                 reference = poster.get(metric)
                 ref = f" (poster {reference:.2f})" if reference is not None else ""
                 cells.append(f"{label} {mean_std(values)}{ref}")
+            if recipe and recipe.show_parameters:
+                first = runs[name][0]
+                cells.append(f"{first['parameters_without_biases']:,} weights ({first['parameters']:,} with biases)")
             lines.append(f"  {name:14s} " + "; ".join(cells) + f"  [{len(runs[name])} seed(s)]")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
