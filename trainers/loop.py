@@ -177,21 +177,10 @@ def _train(
                 torch.manual_seed(epoch_seed(config.seed, state.epoch))
                 train_batches.set_epoch(state.epoch)
                 model.train()
-                totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
                 with progress(total=len(train_batches), desc=f"epoch {state.epoch + 1}", unit="batch",
                               leave=False, enabled=config.progress and world.is_main) as batch_bar:
-                    for x, y in train_batches:
-                        with autocast:
-                            out = method.loss(model, teacher, x, y, hyper)
-                        optimizer.zero_grad(set_to_none=True)
-                        out.loss.backward()
-                        optimizer.step()
-                        state.step += 1
-                        with torch.no_grad():
-                            totals += torch.stack([out.loss.detach().double() * len(y),
-                                                   (out.logits.argmax(1) == y).sum().double(),
-                                                   torch.tensor(float(len(y)), device=device, dtype=torch.float64)])
-                        batch_bar.update()
+                    totals = _run_epoch(model, method, teacher, train_batches, optimizer, hyper, autocast, batch_bar)
+                state.step += len(train_batches)
                 scheduler.step()
                 state.epoch += 1
                 loss_sum, correct, seen = all_sum(totals, world).tolist()
@@ -222,6 +211,27 @@ def _train(
     if world.is_main:
         folder.results.write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _run_epoch(model: nn.Module, method: Method, teacher: nn.Module | None, batches: DeviceLoader,
+               optimizer: torch.optim.Optimizer, hyper: Hyper, autocast: Any, bar: Any) -> torch.Tensor:
+    """One pass over ``batches``; returns (loss sum, correct, seen) as a float64 tensor on the device.
+
+    The sums stay on the device, so the step never waits for it; they are read once per epoch.
+    """
+    totals = torch.zeros(3, dtype=torch.float64, device=batches.device)
+    for x, y in batches:
+        with autocast:
+            out = method.loss(model, teacher, x, y, hyper)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            totals[0] += out.loss.detach().double() * len(y)
+            totals[1] += (out.logits.argmax(1) == y).sum()
+        totals[2] += len(y)
+        bar.update()
+    return totals
 
 
 def _record_tags(config: TrainConfig) -> dict[str, Any]:
