@@ -72,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dataset")
     download.add_argument("--data-dir", default="data")
 
+    evaluate = commands.add_parser("evaluate", help="clean, PGD-20, ε sweep and AutoAttack accuracy of a run")
+    evaluate.add_argument("path", help="run folder (its best, else last checkpoint) or checkpoint file")
+    evaluate.add_argument("--attacks", default="clean,pgd,autoattack", help="comma-separated: clean, pgd, autoattack")
+    evaluate.add_argument("--eps", default="8/255", help="L∞ radius in pixel units, e.g. 8/255")
+    evaluate.add_argument("--n", type=int, help="evaluate the first N test images (default: all)")
+    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--autoattack-subset", help="comma-separated AutoAttack attacks (default: the standard four)")
+    evaluate.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the ε sweep")
+
+    attribute = commands.add_parser("attribute", help="Captum attribution maps of a run on fixed test images")
+    attribute.add_argument("path", help="run folder or checkpoint file")
+    attribute.add_argument("--images", type=int, default=8)
+    attribute.add_argument("--methods", default="saliency,ig,gradcam")
+    attribute.add_argument("--device", default="cpu")
+
     commands.add_parser("methods", help="list the methods and their defaults")
     return parser
 
@@ -125,8 +141,34 @@ def _methods(args: argparse.Namespace) -> None:
         print(f"{name:14s} {method.summary}{teacher}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import parse_eps
+    from .robustness import evaluate_run
+
+    subset = args.autoattack_subset.split(",") if args.autoattack_subset else None
+    evaluation = evaluate_run(args.path, attacks=[a for a in args.attacks.split(",") if a], eps=parse_eps(args.eps),
+                              n=args.n, batch_size=args.batch_size, device=args.device, sweep=args.sweep,
+                              attacks_to_run=subset)
+    for key, entry in evaluation["results"].items():
+        breakdown = entry.get("breakdown")
+        detail = f"  ({', '.join(f'{k} {v:.2f}' for k, v in breakdown.items())})" if breakdown else ""
+        print(f"{key}: {entry['accuracy']:.2f}%{detail}")
+    for key, sweep in evaluation["sweeps"].items():
+        pairs = ", ".join(f"{e} {a:.2f}" for e, a in zip(sweep["eps_labels"], sweep["accuracy"]))
+        print(f"{key}: {pairs}")
+    for flag in evaluation["flags"]:
+        print(f"WARNING {flag['flag']}: {flag['message']}")
+
+
+def _attribute(args: argparse.Namespace) -> None:
+    from .attribution import attribute_run
+
+    folder = attribute_run(args.path, images=args.images, methods=tuple(args.methods.split(",")), device=args.device)
+    print(f"attributions written to {folder}")
+
+
 COMMANDS = {"train": _train, "recipe": _recipe, "summarize": _summarize, "download": _download,
-            "methods": _methods}
+            "methods": _methods, "evaluate": _evaluate, "attribute": _attribute}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

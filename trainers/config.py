@@ -83,6 +83,7 @@ class TrainConfig:
     # filled by resolve: what the run actually used
     schedule_preset: str | None = None
     num_classes: int | None = None
+    in_shape: list[int] | None = None  # (C, H, W) of the data set
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

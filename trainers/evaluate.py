@@ -1,21 +1,36 @@
-"""Accuracy on clean and PGD inputs; counts stay on the device until the end (one sync per set)."""
+"""Accuracy of a model on clean, PGD and AutoAttack inputs.
+
+`robust_accuracy` is the entry point for any ``nn.Module`` that maps [0, 1] images to logits. The
+loop's per-epoch `accuracy` and `pgd_accuracy` keep their counts on the device (one sync per set).
+AutoAttack is Croce & Hein's standard version from the ``pyautoattack`` package, run in float32.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .attacks import pgd
+from .errors import TrainersError
+from .progress import progress
+from .registry import Registry
+
+STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard L∞ version, in its order
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _autocast(device: torch.device, bf16: bool):  # type: ignore[no-untyped-def]
+def _autocast(device: torch.device, bf16: bool) -> Any:
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, bf16: bool = False) -> float:
+def accuracy(model: nn.Module, batches: Batches, *, bf16: bool = False) -> float:
     """Top-1 accuracy in percent of ``model`` (put in eval mode) on clean batches."""
     model.eval()
     correct, seen = None, 0
@@ -28,16 +43,8 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return 100.0 * float(correct) / seen if seen else float("nan")
 
 
-def pgd_accuracy(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    eps: float = 8 / 255,
-    step_size: float = 2 / 255,
-    steps: int = 10,
-    seed: int = 0,
-    bf16: bool = False,
-) -> float:
+def pgd_accuracy(model: nn.Module, batches: Batches, *, eps: float = 8 / 255, step_size: float = 2 / 255,
+                 steps: int = 10, seed: int = 0, bf16: bool = False) -> float:
     """Top-1 accuracy in percent under an L∞ PGD attack (random start seeded by ``seed``)."""
     model.eval()
     correct, seen, generator = None, 0, None
@@ -51,3 +58,168 @@ def pgd_accuracy(
         correct = hits if correct is None else correct + hits
         seen += len(y)
     return 100.0 * float(correct) / seen if seen else float("nan")
+
+
+def check_eps(eps: float) -> float:
+    """ε must lie in (0, 1] for images in [0, 1]."""
+    if not isinstance(eps, (int, float)) or not 0 < eps <= 1:
+        raise TrainersError(f"eps must lie in (0, 1] (inputs are in [0, 1]; e.g. 8/255), got {eps!r}")
+    return float(eps)
+
+
+def parse_eps(text: str) -> float:
+    """``"8/255"``, ``"0.031"`` -> a float in (0, 1]."""
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except ValueError:
+        raise TrainersError(f"cannot read eps {text!r}; write it as 8/255 or 0.0314") from None
+    return check_eps(value)
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> Iterator[Any]:
+    for start in range(0, len(y), batch_size):
+        yield x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def autoattack_breakdown(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, batch_size: int = 256,
+    attacks_to_run: Sequence[str] = STANDARD_AUTOATTACK, seed: int = 0, state_path: Path | None = None,
+    show_progress: bool = False, examples: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Robust accuracy (percent) after each attack of AutoAttack, applied in turn to the points still robust.
+
+    Runs the standard L∞ configuration of ``pyautoattack`` one attack and one batch at a time, so that
+    progress shows and ``state_path`` (a JSON file of robust flags and finished batches) lets an
+    interrupted evaluation resume where it stopped. Returns ``{"clean": ..., "apgd-ce": ..., ...}``,
+    each the accuracy after that attack (the last is AutoAttack's robust accuracy). When
+    ``examples`` (shaped like ``x``) is given, the adversarial images that fooled the model are
+    written into it.
+    """
+    from pyautoattack import AutoAttack
+
+    check_eps(eps)
+    unknown = [a for a in attacks_to_run if a not in STANDARD_AUTOATTACK]
+    if unknown:
+        raise TrainersError(f"unknown AutoAttack attacks {unknown}; expected some of: {', '.join(STANDARD_AUTOATTACK)}")
+    device = _device_of(model)
+    model = model.float().eval()
+    attack = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed, device=device)
+    attack.verbose = False
+    state = _AttackState.load(state_path, len(y), list(attacks_to_run), eps)
+    if state.robust is None:
+        with torch.no_grad():
+            preds = torch.cat([model(xb).argmax(1).cpu() for xb, _ in _batches(x, y, batch_size, device)])
+        state.robust = (preds == y.cpu()).tolist()
+        state.accuracy["clean"] = 100.0 * sum(state.robust) / len(y)
+        state.save()
+    total = len(attacks_to_run) * -(-sum(state.robust) // batch_size)  # an upper bound, for the bar
+    with progress(total=total, desc="AutoAttack", unit="batch", enabled=show_progress) as bar:
+        for name in attacks_to_run:
+            if name in state.accuracy:
+                continue
+            attack.attacks_to_run = [name]
+            if state.queue is None:  # the points this attack must try, fixed when it starts
+                state.queue = [i for i, r in enumerate(state.robust) if r]
+            for start in range(state.position, len(state.queue), batch_size):
+                index = torch.tensor(state.queue[start:start + batch_size])
+                xb, yb = x[index].to(device).float(), y[index].to(device)
+                x_adv, _ = attack.run_standard_evaluation(xb, yb, batch_size=len(index))
+                with torch.no_grad():
+                    fooled = (model(x_adv).argmax(1) != yb).cpu()
+                for i in index[fooled].tolist():
+                    state.robust[i] = False
+                if examples is not None:
+                    examples[index[fooled]] = x_adv[fooled].to(examples.device, examples.dtype)
+                state.position = start + batch_size
+                state.save()
+                bar.update()
+                bar.set_postfix({name: f"{100.0 * sum(state.robust) / len(y):.2f}%"})
+            state.accuracy[name] = 100.0 * sum(state.robust) / len(y)
+            state.queue, state.position = None, 0
+            state.save()
+    return dict(state.accuracy)
+
+
+class _AttackState:
+    """Progress of one AutoAttack evaluation: robust flags, finished attacks, position in the current one."""
+
+    def __init__(self, path: Path | None, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+        self.robust: list[bool] | None = None
+        self.accuracy: dict[str, float] = {}
+        self.queue: list[int] | None = None  # indices the current attack works through
+        self.position = 0  # how far into the queue
+
+    @classmethod
+    def load(cls, path: Path | None, n: int, attacks: list[str], eps: float) -> _AttackState:
+        state = cls(path, {"n": n, "attacks": attacks, "eps": eps})
+        if path is not None and path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") == state.settings:
+                state.robust, state.accuracy = saved["robust"], saved["accuracy"]
+                state.queue, state.position = saved["queue"], saved["position"]
+        return state
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": self.settings, "robust": self.robust, "accuracy": self.accuracy,
+                                   "queue": self.queue, "position": self.position}))
+        os.replace(tmp, self.path)
+
+
+def _clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> float:
+    batches = _batches(x, y, options.get("batch_size", 256), _device_of(model))
+    return accuracy(model, batches)
+
+
+def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> float:
+    check_eps(eps)
+    steps = options.get("steps", 20)
+    step_size = options.get("step_size") or eps / 4
+    batches = _batches(x, y, options.get("batch_size", 256), _device_of(model))
+    return pgd_accuracy(model.float(), batches, eps=eps, step_size=step_size, steps=steps, seed=options.get("seed", 0))
+
+
+def _autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> float:
+    breakdown = autoattack_breakdown(
+        model, x, y, eps=eps, batch_size=options.get("batch_size", 256),
+        attacks_to_run=options.get("attacks_to_run") or STANDARD_AUTOATTACK, seed=options.get("seed", 0),
+        state_path=options.get("state_path"), show_progress=options.get("progress", False),
+    )
+    return breakdown[list(breakdown)[-1]]
+
+
+AttackFn = Callable[..., float]
+ATTACKS = Registry[AttackFn]("attack")
+ATTACKS.add("clean", _clean)
+ATTACKS.add("pgd", _pgd)
+ATTACKS.add("autoattack", _autoattack)
+
+
+def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str = "clean",
+                    eps: float = 8 / 255, **options: Any) -> float:
+    """Accuracy in percent of ``model`` on ``x`` (images in [0, 1]) under ``attack``.
+
+    Args:
+        model: any module mapping [0, 1] images to logits; evaluated in eval mode and float32.
+        x: images, any device (moved batch by batch to the model's device).
+        y: labels.
+        attack: ``clean``, ``pgd`` (L∞, random start) or ``autoattack`` (standard L∞ AutoAttack).
+        eps: the L∞ radius in pixel units, in (0, 1]; ignored for ``clean``.
+        **options: ``batch_size`` (256); ``steps`` (20) and ``step_size`` (ε/4) for PGD;
+            ``attacks_to_run`` (a subset of apgd-ce, apgd-t, fab-t, square), ``state_path`` (resume
+            file) and ``progress`` for AutoAttack; ``seed`` (0).
+    """
+    fn = ATTACKS.get(attack)
+    if len(x) != len(y) or len(y) == 0:
+        raise TrainersError(f"need as many labels as images, at least one: got {len(x)} images, {len(y)} labels")
+    model.eval()
+    return fn(model, x, y, eps, **options)

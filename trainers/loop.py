@@ -53,6 +53,7 @@ def resolve(config: TrainConfig, data: DataSplits | None = None) -> Method:
     fill(config, SCHEDULES[config.schedule_preset])
     if data is not None:
         config.num_classes = data.info.num_classes
+        config.in_shape = list(data.info.shape)
     if config.num_classes is not None:
         fill(config, method.resolve_defaults(config.num_classes))
     if method.teacher and not config.teacher:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .errors import TrainersError
 from .recipes import RECIPES
+from .robustness import read_evaluation
 
 # What our runs report for each of the poster's metrics, until AutoAttack is evaluated.
 MEASURED_AS = {"test_acc": ("test_acc", "clean"), "autoattack_acc": ("autoattack_acc", "AutoAttack")}
@@ -21,7 +22,9 @@ def collect(folder: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     found: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(folder.glob("*/seed*/*/results.json")):
         figure, run = path.parts[-4], path.parts[-2]
-        found[figure][run].append(json.loads(path.read_text()))
+        results = json.loads(path.read_text())
+        results["evaluation"] = read_evaluation(path.parent)
+        found[figure][run].append(results)
     return found
 
 
@@ -35,8 +38,34 @@ def mean_std(values: list[float]) -> str:
 
 
 def _metric(results: dict[str, Any], key: str) -> float | None:
+    if key == "autoattack_acc":
+        return autoattack_accuracy(results["evaluation"])
     value = results.get("best", {}).get(key)
     return None if value is None else float(value)
+
+
+def autoattack_accuracy(evaluation: dict[str, Any], eps_label: str = "8/255") -> float | None:
+    """The AutoAttack accuracy at ``eps_label`` on the most images (the standard version preferred)."""
+    entries = [e for e in evaluation.get("results", {}).values()
+               if e["attack"] == "autoattack" and e["eps_label"] == eps_label]
+    if not entries:
+        return None
+    best = max(entries, key=lambda e: (e.get("version") == "standard", e["n"]))
+    return float(best["accuracy"])
+
+
+def eps_curves(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per run with a stored ε sweep: mean PGD-20 accuracy over seeds at each ε."""
+    lines = []
+    for name, seeds in runs.items():
+        sweeps = [max(r["evaluation"]["sweeps"].values(), key=lambda s: s["n"])
+                  for r in seeds if r["evaluation"].get("sweeps")]
+        if sweeps:
+            labels = sweeps[0]["eps_labels"]
+            means = [statistics.mean(s["accuracy"][i] for s in sweeps) for i in range(len(labels))]
+            lines.append(f"  {name:14s} PGD-20 accuracy by ε: "
+                         + ", ".join(f"{lab} {m:.2f}" for lab, m in zip(labels, means)) + f"  [{len(sweeps)} seed(s)]")
+    return lines
 
 
 def summarize(folder: Path) -> str:
@@ -67,5 +96,8 @@ def summarize(folder: Path) -> str:
                 first = runs[name][0]
                 cells.append(f"{first['parameters_without_biases']:,} weights ({first['parameters']:,} with biases)")
             lines.append(f"  {name:14s} " + "; ".join(cells) + f"  [{len(runs[name])} seed(s)]")
+        curves = eps_curves(runs)
+        if curves:
+            lines += ["  ε curves:", *curves]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -1,0 +1,78 @@
+"""A trained model back from a run folder or a checkpoint file, with its config and test data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .data import DataSplits, load_data
+from .errors import TrainersError
+from .models import build_model
+
+
+@dataclass
+class Restored:
+    """A model in eval mode, the config it was trained with, and where it came from."""
+
+    model: nn.Module
+    config: TrainConfig
+    checkpoint: Path  # the file read
+    run_dir: Path  # the run folder results are written to
+
+    @property
+    def which(self) -> str:
+        """``best`` or ``last`` (or the file's stem for a checkpoint elsewhere)."""
+        return self.checkpoint.stem
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(checkpoint file, run folder) for a run folder (its best, else last checkpoint) or a file."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).exists():
+                return path / "checkpoints" / name, path
+        raise TrainersError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt")
+    if not path.exists():
+        raise TrainersError(f"{path} does not exist; give a run folder or a checkpoint file")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path, run_dir
+
+
+def restore(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Restored:
+    """Rebuild the model a checkpoint holds (eval mode, float32, on ``device``).
+
+    A checkpoint whose weights do not fit the architecture its config names is a one-line error.
+    """
+    file, run_dir = checkpoint_path(path)
+    saved = load_checkpoint(file, map_location=device)
+    config = TrainConfig.from_json(saved["config"])
+    shape, mean, std = _input_spec(saved)
+    model = build_model(config.model, in_shape=shape, num_classes=config.num_classes or 10, mean=mean, std=std,
+                        width=config.width)
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "key" in line),
+                      str(exc).splitlines()[0])
+        raise TrainersError(f"{file} does not fit a {config.model} (width {config.width}): {detail}") from None
+    return Restored(model.to(device).float().eval(), config, file, run_dir)
+
+
+def _input_spec(saved: dict) -> tuple[tuple[int, ...], list[float], list[float]]:
+    """Input shape (from the config) and normalisation (from the stored Normalize buffers)."""
+    state, shape = saved["model"], saved["config"].get("in_shape")
+    if "normalize.mean" not in state or not shape:
+        raise TrainersError("the checkpoint lacks its input shape or normalize buffers: not a trainers run")
+    return tuple(shape), state["normalize.mean"].flatten().tolist(), state["normalize.std"].flatten().tolist()
+
+
+def data_of(config: TrainConfig) -> DataSplits:
+    """The data set a run was trained on (its test split is what evaluation reads)."""
+    return load_data(config.dataset, root=Path(config.data_dir), download=config.download)
