@@ -44,24 +44,24 @@ class Recipe:
 RECIPES = Registry[Recipe]("recipe")
 
 for _recipe in (
-    Recipe("fig1", "Vanilla KD on MNIST: large and small MLPs (no KD, KD)", "mnist", (
+    Recipe("fig1", "Vanilla KD: large and small MLPs (no KD, KD); poster on MNIST", "mnist", (
         RunSpec("teacher", "baseline", "mlp-teacher"),
         RunSpec("student", "baseline", "mlp-student"),
         RunSpec("student-kd", "kd", "mlp-student", teacher="teacher"),
     ), {"teacher": {"test_acc": 98.98}, "student": {"test_acc": 98.06}, "student-kd": {"test_acc": 98.73}},
         show_parameters=True),
-    Recipe("fig2", "Reversed KD on CIFAR-10: ResNet18 teaching ResNet50", "cifar10", (
+    Recipe("fig2", "Reversed KD: ResNet18 teaching ResNet50; poster on CIFAR-10", "cifar10", (
         RunSpec("teacher", "baseline", "resnet50"),
         RunSpec("student", "baseline", "resnet18"),
         RunSpec("rekd", "rekd", "resnet50", teacher="student"),
     ), {"teacher": {"test_acc": 95.29}, "student": {"test_acc": 94.98}, "rekd": {"test_acc": 95.46}}),
-    Recipe("fig4", "Teacher-free KD on CIFAR-10: ResNet18 (records give Figure 6)", "cifar10", (
+    Recipe("fig4", "Teacher-free KD: ResNet18 (records give Figure 6); poster on CIFAR-10", "cifar10", (
         RunSpec("baseline", "baseline", "resnet18"),
         RunSpec("tfkd-reg", "tfkd-reg", "resnet18"),
         RunSpec("tfkd-self", "tfkd-self", "resnet18", teacher="baseline"),
     ), {"baseline": {"test_acc": 94.98}, "tfkd-reg": {"test_acc": 95.39}, "tfkd-self": {"test_acc": 95.42}},
         figures=("fig6.html", "fig6.csv")),
-    Recipe("fig7", "Adversarial teacher-free KD on CIFAR-10: ResNet18, PGD-7 AT", "cifar10", (
+    Recipe("fig7", "Adversarial teacher-free KD: ResNet18, PGD-7 AT; poster on CIFAR-10", "cifar10", (
         RunSpec("at", "at", "resnet18"),
         RunSpec("at-kd", "at-kd", "resnet18", teacher="at"),
         RunSpec("at-tfkd-reg", "at-tfkd-reg", "resnet18"),

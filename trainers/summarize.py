@@ -78,7 +78,8 @@ def summarize(folder: Path) -> str:
     blocks = []
     for figure, runs in found.items():
         recipe = RECIPES.get(figure) if figure in RECIPES else None
-        lines = [f"{figure}: {recipe.title if recipe else '(not a recipe)'}"]
+        datasets = sorted({r["dataset"] for seeds in runs.values() for r in seeds})
+        lines = [f"{figure}: {recipe.title if recipe else '(not a recipe)'} — measured on {', '.join(datasets)}"]
         names = [s.name for s in recipe.runs if s.name in runs] if recipe else sorted(runs)
         for name in names:
             poster = recipe.poster.get(name, {}) if recipe else {"test_acc": float("nan")}
