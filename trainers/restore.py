@@ -66,10 +66,11 @@ def restore(path: str | os.PathLike[str], device: torch.device | str = "cpu") ->
 
 
 def _input_spec(saved: dict) -> tuple[tuple[int, ...], list[float], list[float]]:
-    """Input shape (from the config) and normalisation (from the stored Normalize buffers)."""
-    state, shape = saved["model"], saved["config"].get("in_shape")
-    if "normalize.mean" not in state or not shape:
-        raise TrainersError("the checkpoint lacks its input shape or normalize buffers: not a trainers run")
+    """Input shape (from the config, else the data set) and normalisation (from the Normalize buffers)."""
+    state, config = saved["model"], saved["config"]
+    if "normalize.mean" not in state:
+        raise TrainersError("the checkpoint has no normalize buffers: not a trainers model")
+    shape = config.get("in_shape") or data_of(TrainConfig.from_json(config)).info.shape
     return tuple(shape), state["normalize.mean"].flatten().tolist(), state["normalize.std"].flatten().tolist()
 
 
