@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -90,7 +91,7 @@ def _device_of(model: nn.Module) -> torch.device:
 def autoattack_breakdown(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, batch_size: int = 256,
     attacks_to_run: Sequence[str] = STANDARD_AUTOATTACK, seed: int = 0, state_path: Path | None = None,
-    show_progress: bool = False, examples: torch.Tensor | None = None,
+    show_progress: bool = False, examples: torch.Tensor | None = None, seconds: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Robust accuracy (percent) after each attack of AutoAttack, applied in turn to the points still robust.
 
@@ -99,7 +100,7 @@ def autoattack_breakdown(
     interrupted evaluation resume where it stopped. Returns ``{"clean": ..., "apgd-ce": ..., ...}``,
     each the accuracy after that attack (the last is AutoAttack's robust accuracy). When
     ``examples`` (shaped like ``x``) is given, the adversarial images that fooled the model are
-    written into it.
+    written into it; ``seconds`` (a dict) receives each attack's time in this call.
     """
     from pyautoattack import AutoAttack
 
@@ -124,6 +125,7 @@ def autoattack_breakdown(
             if name in state.accuracy:
                 continue
             attack.attacks_to_run = [name]
+            started = time.perf_counter()
             if state.queue is None:  # the points this attack must try, fixed when it starts
                 state.queue = [i for i, r in enumerate(state.robust) if r]
             for start in range(state.position, len(state.queue), batch_size):
@@ -141,6 +143,8 @@ def autoattack_breakdown(
                 bar.update()
                 bar.set_postfix({name: f"{100.0 * sum(state.robust) / len(y):.2f}%"})
             state.accuracy[name] = 100.0 * sum(state.robust) / len(y)
+            if seconds is not None:
+                seconds[name] = time.perf_counter() - started
             state.queue, state.position = None, 0
             state.save()
     return dict(state.accuracy)

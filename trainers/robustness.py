@@ -138,9 +138,11 @@ def evaluate_run(path: str | os.PathLike[str], *, attacks: list[str], eps: float
         if attack == "autoattack":
             state = restored.run_dir / f".autoattack-{restored.which}-{eps_label(eps).replace('/', '_')}-{n}.json"
             chosen = attacks_to_run or list(STANDARD_AUTOATTACK)
+            seconds: dict[str, float] = {}
             breakdown = autoattack_breakdown(model, x, y, eps=eps, batch_size=batch_size, attacks_to_run=chosen,
-                                             state_path=state, show_progress=show_progress)
+                                             state_path=state, show_progress=show_progress, seconds=seconds)
             entry.update(accuracy=breakdown[chosen[-1]], breakdown=breakdown, attacks_to_run=chosen,
+                         attack_seconds=seconds,
                          version="standard" if chosen == list(STANDARD_AUTOATTACK) else "custom subset")
         else:
             options = {"steps": 20, "step_size": eps / 4} if attack == "pgd" else {}
