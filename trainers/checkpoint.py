@@ -57,3 +57,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise TrainersError(f"{path} is not a trainers checkpoint (no '{FORMAT}' marker)")
     return state
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], source: str) -> None:
+    """``model.load_state_dict(weights)``; a mismatch is one line naming ``source`` and the first bad key."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        detail = next((line.strip() for line in lines if "size mismatch" in line or "key" in line), lines[0])
+        raise TrainersError(f"{source}: {detail}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import DataSplits, load_data
 from .errors import TrainersError
@@ -56,12 +56,7 @@ def restore(path: str | os.PathLike[str], device: torch.device | str = "cpu") ->
     shape, mean, std = _input_spec(saved)
     model = build_model(config.model, in_shape=shape, num_classes=config.num_classes or 10, mean=mean, std=std,
                         width=config.width)
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "key" in line),
-                      str(exc).splitlines()[0])
-        raise TrainersError(f"{file} does not fit a {config.model} (width {config.width}): {detail}") from None
+    load_weights(model, saved["model"], f"{file} does not fit a {config.model} (width {config.width})")
     return Restored(model.to(device).float().eval(), config, file, run_dir)
 
 

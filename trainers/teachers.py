@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import DatasetInfo
 from .errors import TrainersError
@@ -57,13 +57,8 @@ def load_teacher(config: TrainConfig, method: Method, student: nn.Module, info: 
                             f"({teacher_cfg.dataset}); {config.dataset} has {info.num_classes}")
     teacher = build_model(teacher_cfg.model, in_shape=info.shape, num_classes=info.num_classes, mean=info.mean,
                           std=info.std, width=teacher_cfg.width)
-    try:
-        teacher.load_state_dict(saved["model"])
-    except RuntimeError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line or "key" in line),
-                      str(exc).splitlines()[0])
-        raise TrainersError(f"teacher {config.teacher} does not fit a {teacher_cfg.model} on {config.dataset} "
-                            f"inputs {tuple(info.shape)}: {detail}") from None
+    load_weights(teacher, saved["model"], f"teacher {config.teacher} does not fit a {teacher_cfg.model} on "
+                 f"{config.dataset} inputs {tuple(info.shape)}")
     for rule in method.teacher:
         problem = TEACHER_CHECKS[rule](config, teacher_cfg, student, teacher)
         if problem:
