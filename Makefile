@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps dashboard demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,15 @@ install: $(STAMP)
 system-deps:
 	@scripts/system-deps.sh
 
-# Main job: record a short real training and export its Figure-6 heatmap (until the dashboard lands).
+RUNS ?= runs
+HOST ?= 127.0.0.1
+PORT ?= 8050
+
+# Main job: the dashboard over $(RUNS); trains small demo runs first when the folder holds none.
+dashboard: install system-deps
+	$(VENV)/bin/gradscope-dashboard --runs $(RUNS) --demo --host $(HOST) --port $(PORT)
+
+# The recorder alone: a short real training and its Figure-6 heatmap exported to demo/.
 demo: install system-deps
 	$(PY) examples/quickstart.py --out demo
 

@@ -174,3 +174,25 @@ def assert_matches_direct(record, snaps, group=resnet_group, params=None, rtol: 
             assert values.shape == (len(snaps), len(names))
             np.testing.assert_allclose(values, expected[stat], rtol=rtol, atol=1e-12, equal_nan=True,
                                        err_msg=f"{stat} at level {level}")
+
+
+# -- browser tests (dash[testing]'s dash_duo with Debian's chromium) ---------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+if "DASH_TEST_CHROMEPATH" not in os.environ:
+    for _name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(_name):
+            os.environ["DASH_TEST_CHROMEPATH"] = shutil.which(_name)
+            break
+
+
+def pytest_setup_options():
+    """Chrome options for dash_duo: quiet, offline-friendly."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for flag in ("--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return options
