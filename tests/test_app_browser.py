@@ -114,3 +114,9 @@ def test_a_run_outside_the_runs_folder_is_refused(dash_duo, runs):
     dash_duo.wait_for_page(f"{dash_duo.server_url}/?page=gradients&runs=../../etc,{BASELINE}")
     dash_duo.wait_for_contains_text("#selection-notes", "refused", timeout=20)
     assert json.dumps(BASELINE)[1:-1] in dash_duo.find_element("#run-select").text or True
+
+
+def test_an_empty_runs_folder_says_how_to_create_runs(dash_duo, tmp_path):
+    dash_duo.start_server(create_app(tmp_path / "nothing-here"))
+    dash_duo.wait_for_contains_text("#runs-notes", "No runs in", timeout=20)
+    assert "python -m trainers recipe" in dash_duo.find_element("#runs-notes").text
