@@ -34,7 +34,7 @@ class RunInfo:
 
     id: str
     label: str
-    path: Path
+    path: Path = Path(".")
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     results: dict[str, Any] | None = None

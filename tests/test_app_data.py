@@ -11,7 +11,6 @@ import io
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,13 @@ from conftest import make_batch, make_resnet
 import gradscope
 from app import data, figures
 from app.data import AppError
+from app.runs import RunInfo as Run
 from gradscope.figures import heatmap_grids
 from trainers.config import TrainConfig
 from trainers.loop import train
 from trainers.losses import virtual_teacher
 from trainers.recipes import RECIPES
 from trainers.robustness import read_evaluation
-
-
-@dataclass
-class Run:
-    """A plain object of the `app.data.RunLike` shape."""
-
-    id: str
-    label: str
-    path: Path = Path(".")
-    config: dict[str, Any] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    results: dict[str, Any] | None = None
-    evaluation: dict[str, Any] = field(default_factory=lambda: {"results": {}, "sweeps": {}, "flags": []})
-    status: str = "finished"
-    problem: str | None = None
 
 
 def read_run(folder: Path, run_id: str, label: str) -> Run:
