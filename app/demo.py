@@ -15,7 +15,7 @@ from trainers.data import DEBIAN_FASHION_MNIST
 from trainers.recipes import plan, run_folder
 
 DEMO_RUNS = {"fig4": ("baseline", "tfkd-reg", "tfkd-self"), "fig7": ("at", "at-tfkd-reg")}
-SETTINGS = {"epochs": 2, "train_subset": 2000, "batch_size": 64, "width": 8, "lr": 0.05}
+SETTINGS = {"epochs": 2, "train_subset": 2000, "test_subset": 1000, "batch_size": 64, "width": 8, "lr": 0.05}
 
 
 def demo_dataset() -> str:

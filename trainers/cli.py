@@ -24,6 +24,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--train-subset", type=int, metavar="N", help="train on a seeded random N images")
+    parser.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--width", type=int, default=64, help="ResNet base width (64 as in the paper)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")

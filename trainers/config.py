@@ -46,6 +46,7 @@ class TrainConfig:
     data_dir: str = "data"
     download: bool = False
     train_subset: int | None = None
+    test_subset: int | None = None  # evaluate on the first N test images only (quick runs)
     val_size: int | None = None
     # optimisation
     epochs: int | None = None
@@ -133,7 +134,9 @@ def validate(config: TrainConfig) -> None:
         raise TrainersError(f"unknown --select-on {config.select_on!r}; expected one of: {', '.join(SELECT_ON)}")
     if config.select_on != "last" and not config.val_size:
         raise TrainersError(f"--select-on {config.select_on} needs a validation split (--val-size N > 0)")
-    if config.train_subset is not None and config.train_subset < 1:
-        raise TrainersError(f"--train-subset must be a positive integer, got {config.train_subset!r}")
+    for name in ("train_subset", "test_subset"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise TrainersError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
     if config.device not in ("cpu", "cuda") and not config.device.startswith("cuda:"):
         raise TrainersError(f"unknown device {config.device!r}; expected cpu, cuda or cuda:N")

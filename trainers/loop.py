@@ -119,6 +119,8 @@ def _train(
     data = load_data(config.dataset, root=Path(config.data_dir), download=config.download,
                      val_size=config.val_size or 0, train_subset=config.train_subset, seed=config.seed)
     method = resolve(config, data)
+    if config.test_subset is not None:
+        data.test = data.test.subset(torch.arange(min(config.test_subset, len(data.test))))
     if config.batch_size % world.world_size:
         raise TrainersError(f"--batch-size {config.batch_size} does not split over {world.world_size} processes")
 
