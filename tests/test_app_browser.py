@@ -120,3 +120,16 @@ def test_an_empty_runs_folder_says_how_to_create_runs(dash_duo, tmp_path):
     dash_duo.start_server(create_app(tmp_path / "nothing-here"))
     dash_duo.wait_for_contains_text("#runs-notes", "No runs in", timeout=20)
     assert "python -m trainers recipe" in dash_duo.find_element("#runs-notes").text
+
+
+def test_live_runs_update_without_a_reload(dash_duo, tmp_path):
+    root = tmp_path / "live-runs"
+    root.mkdir()
+    dash_duo.start_server(create_app(root, refresh_seconds=1))
+    dash_duo.wait_for_contains_text("#runs-notes", "No runs in", timeout=20)
+    folder = root / "new-run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"method": "baseline", "model": "mlp-student", "seed": 3}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 2.0}) + "\n")
+    dash_duo.wait_for_contains_text("#runs-table", "new-run", timeout=20)
+    assert "live" in dash_duo.find_element("#runs-table").text
