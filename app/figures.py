@@ -7,6 +7,7 @@ folder, a run not evaluated). The poster's Figure 6 itself is `gradscope.figures
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -131,12 +132,25 @@ def series_figure(
     mean hides stay visible. Colour follows the group and dash the run (colour follows the run when
     each run shows one group). Log y by default: gradient statistics span decades.
     """
+    return go.Figure(series_figure_spec(series_by_run, log_y, stat, level, title))
+
+
+def series_figure_spec(
+    series_by_run: Mapping[str, Mapping[str, Mapping[str, Any]]], log_y: bool = True, stat: str = "mean_abs",
+    level: str = "layer", title: str | None = None,
+) -> dict[str, Any]:
+    """`series_figure` as a plain plotly JSON dict.
+
+    With a dozen runs the figure holds hundreds of traces, and plotly's per-property validation of
+    ``go.Scatter`` costs seconds; the dashboard sends this dict to the browser as it is.
+    """
     label = STAT_LABELS.get(stat, stat)
-    fig = go.Figure(layout={
-        "title": {"text": title or f"{label} per {level} over training"}, "template": TEMPLATE,
+    layout: dict[str, Any] = {
+        "title": {"text": title or f"{label} per {level} over training"}, "template": _template_json(),
         "xaxis": {"title": {"text": "step"}}, "yaxis": {"title": {"text": label}, "type": "log" if log_y else "linear"},
         "hovermode": "closest", "legend": {"title": {"text": f"run · {level}"}},
-    })
+    }
+    traces: list[dict[str, Any]] = []
     groups = list(dict.fromkeys(g for series in series_by_run.values() for g in series))
     by_run = len(groups) == 1
     for r, (run, series) in enumerate(series_by_run.items()):
@@ -146,25 +160,36 @@ def series_figure(
             key = f"{run} · {name}"
             x = np.asarray(s["steps"], dtype=np.float64).tolist()
             if s.get("bin_size", 1) > 1:
-                fig.add_trace(go.Scatter(
-                    x=x + x[::-1], y=_finite_or_none(s["high"]) + _finite_or_none(s["low"])[::-1], fill="toself",
-                    fillcolor=_rgba(colour, 0.12), line={"width": 0}, hoverinfo="skip", showlegend=False,
-                    legendgroup=key, name=f"{key} min–max",
-                ))
-            fig.add_trace(go.Scatter(
-                x=x, y=_finite_or_none(s["value"]), mode="lines", line={"color": _rgba(colour, 0.3), "width": 1,
-                                                                        "dash": dash},
-                hoverinfo="skip", showlegend=False, legendgroup=key, name=f"{key} raw",
-            ))
-            fig.add_trace(go.Scatter(
-                x=x, y=_finite_or_none(s["smoothed"]), mode="lines", line={"color": colour, "width": 2, "dash": dash},
-                customdata=_finite_or_none(s["value"]), legendgroup=key, name=key,
-                hovertemplate=f"{key}<br>step %{{x:.0f}}<br>smoothed %{{y:.3e}}"
-                              "<br>raw %{customdata:.3e}<extra></extra>",
-            ))
-    if not fig.data:
-        _note(fig, "Select runs with a gradient record")
-    return fig
+                traces.append({
+                    "type": "scatter", "x": x + x[::-1],
+                    "y": _finite_or_none(s["high"]) + _finite_or_none(s["low"])[::-1],
+                    "fill": "toself", "fillcolor": _rgba(colour, 0.12), "line": {"width": 0}, "hoverinfo": "skip",
+                    "showlegend": False, "legendgroup": key, "name": f"{key} min–max",
+                })
+            traces.append({
+                "type": "scatter", "x": x, "y": _finite_or_none(s["value"]), "mode": "lines",
+                "line": {"color": _rgba(colour, 0.3), "width": 1, "dash": dash}, "hoverinfo": "skip",
+                "showlegend": False, "legendgroup": key, "name": f"{key} raw",
+            })
+            traces.append({
+                "type": "scatter", "x": x, "y": _finite_or_none(s["smoothed"]), "mode": "lines",
+                "line": {"color": colour, "width": 2, "dash": dash}, "customdata": _finite_or_none(s["value"]),
+                "legendgroup": key, "name": key,
+                "hovertemplate": f"{key}<br>step %{{x:.0f}}<br>smoothed %{{y:.3e}}"
+                                 "<br>raw %{customdata:.3e}<extra></extra>",
+            })
+    if not traces:
+        layout["annotations"] = [{"text": "Select runs with a gradient record", "showarrow": False, "x": 0.5, "y": 0.5,
+                                  "xref": "paper", "yref": "paper"}]
+    return {"data": traces, "layout": layout}
+
+
+@functools.lru_cache(maxsize=1)
+def _template_json() -> dict[str, Any]:
+    """The figures' template as plain JSON (plotly.js does not know template names)."""
+    import plotly.io as pio
+
+    return pio.templates[TEMPLATE].to_plotly_json()
 
 
 # ---------------------------------------------------------------------------------------------------

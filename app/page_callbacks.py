@@ -6,19 +6,22 @@ so live runs update without a reload.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import dash
 import plotly.graph_objects as go
 from dash import Input, Output, html, no_update
 
-from gradscope import GradscopeError
+from gradscope import GradscopeError, Record
 
 from . import data, figures
 from .callbacks import selected_runs
 from .components import badge, note
 from .errors import AppError
 from .runs import RunIndex
+
+SERIES_POINTS = 600  # points per curve: finer than a plot's pixels per run once a dozen runs share it
 
 
 def _failed(message: str) -> go.Figure:
@@ -28,6 +31,19 @@ def _failed(message: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
+
+
+_SERIES_CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+
+def _cached_series(record: Record, level: str, stat: str, smoothing: float) -> dict[str, Any]:
+    """`data.layer_series`, remembered per record, length and view: binning 80,000 steps is the slow part."""
+    key = (id(record), len(record.steps), level, stat, smoothing)
+    if key not in _SERIES_CACHE:
+        _SERIES_CACHE[key] = data.layer_series(record, level, stat, max_points=SERIES_POINTS, smoothing=smoothing)
+        if len(_SERIES_CACHE) > 512:
+            _SERIES_CACHE.popitem(last=False)
+    return _SERIES_CACHE[key]
 
 
 def _graph(name: str) -> Output:
@@ -62,8 +78,8 @@ def register_pages(app: dash.Dash, index: RunIndex) -> None:
         try:
             heat = figures.heatmap_figure(records, stat, columns, span, log, robust, baseline)
             heat_rows = data.heatmap_csv_rows(records, stat, columns, span, log, baseline) if records else []
-            series = {label: data.layer_series(r, level, stat, smoothing=smoothing) for label, r in records.items()}
-            lines = figures.series_figure(series, "log" in (series_log or []), stat, level)
+            series = {label: _cached_series(r, level, stat, smoothing) for label, r in records.items()}
+            lines = figures.series_figure_spec(series, "log" in (series_log or []), stat, level)
         except (AppError, GradscopeError) as exc:
             return _failed(str(exc)), [], _failed(str(exc)), [], options
         return heat, heat_rows, lines, data.series_csv_rows(series), options
