@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps dashboard demo test lint bench clean
+.PHONY: install system-deps dashboard screenshots demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,9 +22,14 @@ RUNS ?= runs
 HOST ?= 127.0.0.1
 PORT ?= 8050
 
-# Main job: the dashboard over $(RUNS); trains small demo runs first when the folder holds none.
+# Main job: the dashboard over $(RUNS), answering within seconds; when the folder holds no run, small
+# demo runs train in a background process and appear as they start (log: $(RUNS)/.demo/demo.log).
 dashboard: install system-deps
 	$(VENV)/bin/gradscope-dashboard --runs $(RUNS) --demo --host $(HOST) --port $(PORT)
+
+# The README's images: every page of the dashboard over $(RUNS) in headless Chromium, into docs/img.
+screenshots: install system-deps
+	$(PY) -m app.screenshots --runs $(RUNS) --out docs/img
 
 # The recorder alone: a short real training and its Figure-6 heatmap exported to demo/.
 demo: install system-deps
@@ -38,7 +43,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) -m gradscope.bench
+	$(PY) benchmarks/recorder_overhead.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

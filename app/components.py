@@ -1,4 +1,4 @@
-"""Small layout pieces shared by the pages: a figure card with its export buttons, badges, notes."""
+"""Small layout pieces shared by the pages: a figure card with its download buttons, badges, notes."""
 
 from __future__ import annotations
 
@@ -6,19 +6,27 @@ from typing import Any
 
 from dash import dcc, html
 
-from .export import EXPORT_FORMATS
+from .export import FORMATS
 
 
-def figure_card(name: str, title: str, height: int = 420) -> html.Div:
-    """A graph plus PNG/SVG/HTML/CSV buttons; callbacks fill ``graph`` and the ``csv`` store by ``name``."""
-    buttons = [html.Button(fmt.upper(), id={"type": "export", "name": name, "fmt": fmt}, className="export",
-                           n_clicks=0) for fmt in EXPORT_FORMATS]
-    return html.Div(className="card", id=f"card-{name}", children=[
+def graph_id(figure: str) -> str:
+    """The component id of a figure's graph (figure names are unique across pages)."""
+    return f"graph-{figure}"
+
+
+def export_id(page: str, figure: str, fmt: str) -> dict[str, str]:
+    """The id of a download button: it names the figure and format, nothing else reaches the server."""
+    return {"type": "export", "page": page, "figure": figure, "fmt": fmt}
+
+
+def figure_card(page: str, figure: str, title: str, height: int = 420) -> html.Div:
+    """A graph plus one download button per format; `app.downloads` rebuilds the figure on the server."""
+    buttons = [html.Button(fmt.upper(), id=export_id(page, figure, fmt), className="export", n_clicks=0,
+                           **{"data-fmt": fmt}) for fmt in FORMATS]
+    return html.Div(className="card", id=f"card-{figure}", children=[
         html.Div(className="card-head", children=[html.H3(title), html.Div(buttons, className="exports")]),
-        dcc.Loading(dcc.Graph(id={"type": "graph", "name": name}, style={"height": f"{height}px"},
+        dcc.Loading(dcc.Graph(id=graph_id(figure), style={"height": f"{height}px"},
                               config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}})),
-        dcc.Store(id={"type": "csv", "name": name}),
-        dcc.Download(id={"type": "download", "name": name}),
     ])
 
 

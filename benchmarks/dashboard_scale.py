@@ -22,8 +22,7 @@ import numpy as np
 from plotly.io.json import to_json_plotly
 
 import gradscope
-from app import figures
-from app.page_callbacks import _cached_series
+from app.pages import gradients
 from app.runs import RunIndex
 from gradscope.store import FRAMES_FILE, Chunk, encode_frame
 from trainers.models import build_model
@@ -58,9 +57,9 @@ def write_runs(root: Path, runs: int, steps: int) -> None:
 
 def gradients_call(index: RunIndex, run_ids: list[str], stat: str, window: tuple[float, float]) -> int:
     records, _ = index.records(run_ids)
-    heat = figures.heatmap_figure(records, stat, "stage", window, True, False, None)
-    series = {label: _cached_series(r, "stage", stat, 0.6) for label, r in records.items()}
-    lines = figures.series_figure_spec(series, True, stat, "stage")
+    heat = gradients.heatmap_figure(records, stat, "stage", window, True, False, None)
+    series = {label: gradients.cached_series(r, "stage", stat, 0.6) for label, r in records.items()}
+    lines = gradients.series_figure_spec(series, True, stat, "stage")
     return len(to_json_plotly(heat)) + len(to_json_plotly(lines))
 
 

@@ -27,6 +27,26 @@ def format_of(path: str | os.PathLike[str], accepted: Sequence[str] = FIGURE_FOR
     return suffix
 
 
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if a file can be written there (folders may be created), else `GradscopeError`.
+
+    Checked before anything is computed or written, so a bad output leaves nothing behind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise GradscopeError(f"cannot write {path}: it is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        if folder.is_symlink():  # a dangling link: mkdir would fail on it
+            raise GradscopeError(f"cannot write {path}: {folder} is a broken link")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise GradscopeError(f"cannot write {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise GradscopeError(f"cannot write {path}: no permission to write in {folder}")
+    return path
+
+
 def _find_browser() -> None:
     """Point kaleido at the system Chromium (Debian's ``chromium``) unless told otherwise."""
     if "BROWSER_PATH" not in os.environ:
@@ -41,7 +61,7 @@ def write_figures(items: Iterable[tuple[Any, str | os.PathLike[str]]], scale: fl
     """Write each ``(figure, path)``; the format follows the extension (.png .svg .pdf .html)."""
     statics, written = [], []
     for fig, path in items:
-        path = Path(path)
+        path = check_writable(path)
         kind = format_of(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "html":
@@ -79,7 +99,7 @@ def write_figure(fig: Any, path: str | os.PathLike[str], scale: float = 2.0) -> 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write dict rows as CSV with a header from the first row's keys."""
-    path = Path(path)
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["empty"])

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import GradscopeError, one_of
 from .grouping import relative_name
-from .record import Record, load
+from .record import NORMALIZATIONS, Record, load
 from .stats import STATS
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ RecordLike = Union[Record, str, "os.PathLike[str]"]
 Records = Union[RecordLike, Sequence[RecordLike], Mapping[str, RecordLike]]
 COLUMN_LEVELS = ("block", "stage")
 STAT_LABELS = {"l2": "‖g‖₂", "mean_abs": "mean |g|", "max_abs": "max |g|", "nonfinite": "non-finite"}
+NORMALIZED_LABELS = {"none": "{}", "global": "{} / global ‖g‖₂"}  # the quantity a normalised view shows
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,16 @@ def _default_title(record: Record, item: RecordLike) -> str:
 
 def heatmap_grid(
     record: Record, stat: str = "mean_abs", columns: str = "stage", window: tuple[float, float] = (0.0, 1.0),
-    title: str = "",
+    title: str = "", normalize: str = "none",
 ) -> HeatmapGrid:
-    """The numbers behind one heatmap panel: layer means over ``window`` placed by column and row."""
+    """The numbers behind one heatmap panel: layer means over ``window`` placed by column and row.
+
+    ``normalize="global"`` divides each layer's statistic at every step by the run's global gradient
+    norm at that step (L2 over all recorded parameters) before the window mean (`Record.matrix`).
+    """
     if columns not in COLUMN_LEVELS:
         raise one_of("column level", columns, COLUMN_LEVELS)
-    means = record.window_mean("layer", stat, window)
+    means = record.window_mean("layer", stat, window, normalize=normalize)
     column_of = {p["layer"]: p[columns] for p in reversed(record.meta["params"])}
     column_names = list(dict.fromkeys(column_of[layer] for layer in means))
     cells = {(column_of[layer], relative_name(layer, column_of[layer])): v for layer, v in means.items()}
@@ -92,12 +97,15 @@ def heatmap_grid(
 
 
 def heatmap_grids(
-    records: Records, stat: str = "mean_abs", columns: str = "stage", window: tuple[float, float] = (0.0, 1.0)
+    records: Records, stat: str = "mean_abs", columns: str = "stage", window: tuple[float, float] = (0.0, 1.0),
+    normalize: str = "none",
 ) -> list[HeatmapGrid]:
     """One `HeatmapGrid` per run, with the union of rows so that panels line up."""
     if stat not in STATS:
         raise one_of("statistic", stat, STATS)
-    grids = [heatmap_grid(r, stat, columns, window, t) for t, r in as_titled_records(records).items()]
+    if normalize not in NORMALIZATIONS:
+        raise one_of("normalisation", normalize, list(NORMALIZATIONS))
+    grids = [heatmap_grid(r, stat, columns, window, t, normalize) for t, r in as_titled_records(records).items()]
     rows = list(dict.fromkeys(row for g in grids for row in g.rows))
     aligned = []
     for g in grids:
@@ -127,6 +135,62 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     return inside or [10.0**lo]
 
 
+@dataclass(frozen=True)
+class HeatmapLabels:
+    """Every text of a Figure-6 heatmap, so the library's figure and the dashboard's say the same."""
+
+    title: str  # what is shown, over which part of training
+    subtitle: str  # which view: raw or normalised, colour scale
+    x: str  # the column level
+    y: str
+    colorbar: str
+    quantity: str  # the plotted quantity, for hover texts
+
+    @property
+    def title_html(self) -> str:
+        """Title and subtitle as one Plotly title text."""
+        return f"{self.title}<br><sup>{self.subtitle}</sup>"
+
+
+def heatmap_labels(
+    stat: str = "mean_abs", columns: str = "stage", window: tuple[float, float] = (0.0, 1.0), log: bool = True,
+    normalize: str = "none", robust: bool = False, quantity: str | None = None,
+) -> HeatmapLabels:
+    """The texts of a heatmap of ``stat`` by ``columns`` over ``window``.
+
+    ``quantity`` replaces the statistic's own label, e.g. ``log₁₀(mean |g| / baseline)`` for a
+    difference view; the colour bar then shows it as given.
+    """
+    if stat not in STATS:
+        raise one_of("statistic", stat, STATS)
+    if normalize not in NORMALIZATIONS:
+        raise one_of("normalisation", normalize, list(NORMALIZATIONS))
+    shown = quantity or NORMALIZED_LABELS[normalize].format(STAT_LABELS[stat])
+    logged = f"log₁₀ {shown}" if normalize == "none" else f"log₁₀({shown})"
+    colorbar = quantity or (logged if log else shown)
+    lo, hi = window
+    view = "raw statistic" if normalize == "none" else f"normalised: {NORMALIZATIONS[normalize].subtitle}"
+    scale = "" if quantity else "log₁₀ colour scale" if log else "linear colour scale"
+    parts = [view, scale, "colours clipped to the 2nd–98th percentile" if robust else ""]
+    return HeatmapLabels(
+        title=f"{shown} per layer, averaged over {lo:.0%}–{hi:.0%} of training",
+        subtitle="; ".join(p for p in parts if p), x=columns, y=f"layer (named within its {columns})",
+        colorbar=colorbar, quantity=shown,
+    )
+
+
+def style_heatmap(fig: go.Figure, labels: HeatmapLabels, panels: int, rows: int) -> go.Figure:
+    """Titles, axis titles, size and axis types shared by every Figure-6 heatmap (one panel per run)."""
+    fig.update_layout(
+        title={"text": labels.title_html}, template="plotly_white", height=max(380, 22 * rows + 190),
+        width=max(640, 260 * panels + 200), margin={"l": 110, "r": 40, "t": 100, "b": 100},
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_yaxes(title_text=labels.y, row=1, col=1)
+    fig.update_xaxes(type="category", tickangle=-45, title_text=labels.x)
+    return fig
+
+
 def heatmap(
     records: Records,
     stat: str = "mean_abs",
@@ -136,6 +200,7 @@ def heatmap(
     robust: bool = False,
     colorscale: str = "Viridis",
     title: str | None = None,
+    normalize: str = "none",
 ) -> go.Figure:
     """Figure 6 of the poster: average gradient per layer (rows) and stage or block (columns).
 
@@ -147,13 +212,18 @@ def heatmap(
         log: log10 colour scale (gradients span orders of magnitude).
         robust: clip the colour range to the 2nd-98th percentile of all cells.
         colorscale: any Plotly colour scale name.
-        title: figure title; a description of the view by default.
+        title: figure title; a description of the view by default (`heatmap_labels`).
+        normalize: ``"none"`` (the statistic) or ``"global"``: at every step each layer's statistic
+            divided by the run's global gradient norm at that step, then averaged over ``window``,
+            so that a loss weight (which scales every gradient alike) does not change the picture.
     """
     from plotly.subplots import make_subplots
 
-    grids = heatmap_grids(records, stat, columns, window)
+    grids = heatmap_grids(records, stat, columns, window, normalize)
+    labels = heatmap_labels(stat, columns, window, log, normalize, robust)
+    if title:
+        labels = HeatmapLabels(title, labels.subtitle, labels.x, labels.y, labels.colorbar, labels.quantity)
     cmin, cmax = colour_range(grids, log, robust)
-    label = STAT_LABELS[stat]
     fig = make_subplots(
         rows=1, cols=len(grids), shared_yaxes=True, horizontal_spacing=0.015,
         subplot_titles=[g.title for g in grids],
@@ -161,35 +231,29 @@ def heatmap(
     for i, g in enumerate(grids, start=1):
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(g.values > 0, np.log10(g.values), np.nan) if log else g.values
+        hover = f"{g.title}<br>%{{x}} · %{{y}}<br>{labels.quantity} = %{{customdata:.3e}}<extra></extra>"
         fig.add_trace(
             {
                 "type": "heatmap", "x": g.columns, "y": g.rows, "z": z.tolist(),
                 "customdata": g.values.tolist(), "coloraxis": "coloraxis", "xgap": 1, "ygap": 1,
-                "name": g.title, "hoverongaps": False,
-                "hovertemplate": f"{g.title}<br>%{{x}} · %{{y}}<br>{label} = %{{customdata:.3e}}<extra></extra>",
+                "name": g.title, "hoverongaps": False, "hovertemplate": hover,
             },
             row=1, col=i,
         )
-    colorbar: dict[str, Any] = {"title": {"text": f"log₁₀ {label}" if log else label}}
+    colorbar: dict[str, Any] = {"title": {"text": labels.colorbar}}
     if log:
         ticks = log_ticks(cmin, cmax)
         colorbar.update(tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:.0e}" for t in ticks])
-    lo, hi = window
-    fig.update_layout(
-        title={"text": title or f"{label} per layer, averaged over {lo:.0%}–{hi:.0%} of training"},
-        coloraxis={"colorscale": colorscale, "cmin": cmin, "cmax": cmax, "colorbar": colorbar},
-        template="plotly_white", height=max(360, 22 * len(grids[0].rows) + 160),
-        width=max(640, 260 * len(grids) + 200), margin={"l": 110, "r": 40, "t": 80, "b": 80},
-    )
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", tickangle=-45)
-    return fig
+    fig.update_layout(coloraxis={"colorscale": colorscale, "cmin": cmin, "cmax": cmax, "colorbar": colorbar})
+    return style_heatmap(fig, labels, len(grids), len(grids[0].rows))
 
 
-def heatmap_rows(grids: Sequence[HeatmapGrid], stat: str, window: tuple[float, float]) -> list[dict[str, Any]]:
+def heatmap_rows(
+    grids: Sequence[HeatmapGrid], stat: str, window: tuple[float, float], normalize: str = "none",
+) -> list[dict[str, Any]]:
     """The heatmap as long-format rows (run, column, row, value), for CSV export."""
     return [
-        {"run": g.title, "column": col, "row": row, "stat": stat, "window_start": window[0],
+        {"run": g.title, "column": col, "row": row, "stat": stat, "normalize": normalize, "window_start": window[0],
          "window_stop": window[1], "value": float(g.values[i, j])}
         for g in grids for i, row in enumerate(g.rows) for j, col in enumerate(g.columns)
         if not math.isnan(g.values[i, j])

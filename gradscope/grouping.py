@@ -1,10 +1,24 @@
 """Map each parameter to the groups gradscope aggregates over: layer, block and stage.
 
-A *layer* is the module that owns the parameter (``layer2.1.conv1`` owns ``layer2.1.conv1.weight``).
-A *block* is a residual block (``layer2.1``) and a *stage* the sequence of blocks it sits in
-(``layer2``); parameters before the first stage form the ``stem`` and those after the last the
-``head``. Models without residual stages fall back to the module tree: block = the layer's parent
-module, stage = its top-level module. Anything else can be described by the user (see `resolve`).
+The rule, in one place (`auto_groups`; docs/format.md, "Grouping"):
+
+* A *layer* is the module that owns the parameter (``encoder.layers.0.self_attn.out_proj``). Figures
+  name it relative to its block (``self_attn.out_proj``), as the rows of a heatmap.
+* A *block container* is a ``ModuleList`` or ``Sequential`` whose children (those holding parameters)
+  are all of one class and have sub-modules, with two of them at least (one is enough when that class
+  is repeated elsewhere in the model). The first one found from the root down on each branch is used;
+  containers inside its blocks (a block's experts, sub-layer lists) are not.
+* Its children are the *blocks* (``encoder.layers.0``, ``transformer.h.0``, ``model.layers.0``,
+  ``blocks.0``, ``encoder.layer.0``, ResNet ``layer2.1``) and the container is their *stage*
+  (``layer2``, ``transformer.h``).
+* When every element of a block container has a direct child that is itself a block container and
+  holds at least half of the element's parameters (timm ConvNeXt's ``stages.1.blocks``), the
+  elements are the stages and the inner children the blocks: ``stages.1.blocks.0`` in ``stages.1``.
+  The rest of such a stage (``stages.1.downsample``) is a block of its own.
+* Parameters before the first stage form the ``stem`` (embeddings, patch embedding, conv stem) and
+  those after the last the ``head`` (final norm, classifier, LM head); each is a column of its own.
+* A model without block containers (an MLP) falls back to the module tree: block = the layer's parent
+  module, stage = its top-level module. Anything else can be described with ``groups=`` (`resolve`).
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ from .errors import GradscopeError
 
 LEVELS: tuple[str, ...] = ("param", "layer", "block", "stage")
 STEM, HEAD, ROOT = "stem", "head", "(root)"
+BODY_SHARE = 0.5  # an inner block container holding this share of an element's parameters makes it a stage
+WRAPPERS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")  # left out of names
 
 
 @dataclass(frozen=True)
@@ -35,57 +51,134 @@ GroupFn = Callable[[str], Union[Groups, "tuple[str, str]"]]
 GroupSpec = Union[GroupFn, Mapping[str, Union[str, "tuple[str, str]"]], None]
 
 
+@dataclass(frozen=True)
+class BlockContainer:
+    """A container of blocks: its path (``""`` for the model itself) and the stage its blocks belong to."""
+
+    path: str
+    stage: str
+
+
 def owner_of(param_name: str) -> str:
     """The module path that owns ``param_name`` (``(root)`` for a parameter of the model itself)."""
     return param_name.rpartition(".")[0] or ROOT
 
 
 def relative_name(layer: str, group: str) -> str:
-    """``layer`` as seen from inside ``group``: ``layer2.1.conv1`` in ``layer2`` is ``1.conv1``."""
+    """``layer`` as seen from inside ``group``: ``layer2.1.conv1`` in ``layer2`` is ``1.conv1``.
+
+    In the ``stem`` and ``head`` groups, which are no module, a layer keeps its full name.
+    """
+    if group in (STEM, HEAD):
+        return layer
     if layer == group:
         return "·"
     prefix = group + "."
     return layer[len(prefix):] if layer.startswith(prefix) else layer
 
 
-def residual_stages(model: nn.Module) -> list[str]:
-    """Names of top-level containers whose every element is a block (a module with sub-modules).
+def clean_name(name: str) -> str:
+    """``name`` without the module levels that FSDP1, activation checkpointing and compile insert."""
+    return ".".join(part for part in name.split(".") if part not in WRAPPERS)
 
-    This matches torchvision ResNets (``layer1``..``layer4`` of BasicBlock/Bottleneck), CIFAR-style
-    ResNets and most residual designs, without importing any model library.
-    """
-    stages = []
-    for name, child in model.named_children():
-        is_container = isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0
-        if is_container and all(len(list(block.children())) > 0 for block in child.children()):
-            stages.append(name)
-    return stages
+
+def _join(path: str, name: str) -> str:
+    if name in WRAPPERS:
+        return path
+    return f"{path}.{name}" if path else name
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _elements(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The children of a container that hold parameters (activations and dropouts are skipped)."""
+    return [(name, child) for name, child in module.named_children() if any(True for _ in child.parameters())]
+
+
+def _uniform_class(module: nn.Module) -> type | None:
+    """The one class of a container's parameter-holding children, when they are all of it and not leaves."""
+    if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+        return None
+    elements = [child for _, child in _elements(module)]
+    if not elements or any(next(child.children(), None) is None for child in elements):
+        return None
+    classes = {type(child) for child in elements}
+    return classes.pop() if len(classes) == 1 else None
+
+
+def block_containers(model: nn.Module) -> list[BlockContainer]:
+    """The block containers of ``model`` and their stages, in model order (see the module docstring)."""
+    repeated = {
+        cls for module in model.modules()
+        if (cls := _uniform_class(module)) is not None and len(_elements(module)) >= 2
+    }
+
+    def is_container(module: nn.Module) -> bool:
+        cls = _uniform_class(module)
+        return cls is not None and (len(_elements(module)) >= 2 or cls in repeated)
+
+    def body(element: nn.Module) -> str | None:
+        total = _numel(element)
+        for name, child in element.named_children():
+            if is_container(child) and _numel(child) >= BODY_SHARE * total:
+                return name
+        return None
+
+    def search(module: nn.Module, path: str) -> list[BlockContainer]:
+        if is_container(module):
+            elements = _elements(module)
+            bodies = [body(child) for _, child in elements]
+            if all(b is not None for b in bodies):
+                return [
+                    BlockContainer(_join(_join(path, name), str(b)), _join(path, name))
+                    for (name, _), b in zip(elements, bodies)
+                ]
+            return [BlockContainer(path, path or ROOT)]
+        found = []
+        for name, child in module.named_children():
+            found += search(child, _join(path, name))
+        return found
+
+    return search(model, "")
 
 
 def auto_groups(model: nn.Module, names: Sequence[str]) -> list[Groups]:
-    """Default grouping: residual stages when the model has them, else the module tree."""
-    stages = residual_stages(model)
-    if not stages:
+    """Default grouping of ``names``: blocks and stages from block containers, else the module tree."""
+    containers = block_containers(model)
+    if not containers:
         return [_tree_groups(name) for name in names]
     # Stem and head are decided on the whole model, so that a filtered selection keeps them apart.
-    everything = [n for n, _ in model.named_parameters()]
-    by_name = dict(zip(everything, _residual_groups(everything, stages)))
-    return [by_name.get(name) or _residual_groups([name], stages)[0] for name in names]
+    everything = [clean_name(n) for n, _ in model.named_parameters()]
+    by_name = dict(zip(everything, _block_groups(everything, containers)))
+    return [by_name.get(name) or _block_groups([name], containers)[0] for name in names]
 
 
-def _residual_groups(names: Sequence[str], stages: list[str]) -> list[Groups]:
-    seen_stage = False
+def _in_stage(name: str, containers: Sequence[BlockContainer]) -> Groups | None:
+    layer = owner_of(name)
+    for c in containers:
+        prefix = c.path + "." if c.path else ""
+        if name.startswith(prefix):
+            return Groups(layer, prefix + name[len(prefix):].partition(".")[0], c.stage)
+        if c.stage != c.path and name.startswith(c.stage + "."):  # a stage's own part outside its blocks
+            return Groups(layer, c.stage + "." + name[len(c.stage) + 1:].partition(".")[0], c.stage)
+    return None
+
+
+def _block_groups(names: Sequence[str], containers: Sequence[BlockContainer]) -> list[Groups]:
+    inside = [_in_stage(name, containers) for name in names]
+    staged = [i for i, g in enumerate(inside) if g is not None]
+    first, last = (staged[0], staged[-1]) if staged else (len(names), -1)
     groups = []
-    for name in names:
-        layer = owner_of(name)
-        top, _, rest = name.partition(".")
-        if top in stages:
-            seen_stage = True
-            block = f"{top}.{rest.partition('.')[0]}"
-            groups.append(Groups(layer, block, top))
-        else:
-            outside = HEAD if seen_stage else STEM
-            groups.append(Groups(layer, outside, outside))
+    for i, (name, group) in enumerate(zip(names, inside)):
+        if group is not None:
+            groups.append(group)
+        elif i < first or i > last:
+            outside = STEM if i < first else HEAD
+            groups.append(Groups(owner_of(name), outside, outside))
+        else:  # between two stages (an encoder's final norm before the decoder): the module tree
+            groups.append(_tree_groups(name))
     return groups
 
 

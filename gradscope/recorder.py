@@ -29,9 +29,10 @@ from torch import nn
 
 from ._version import __version__
 from .errors import GradscopeError
-from .grouping import GroupSpec, resolve
+from .grouping import GroupSpec, clean_name, resolve
 from .record import Record
-from .stats import STATS, grad_stats
+from .sharded import ShardCombiner, fsdp1_parts, is_dtensor, local_part
+from .stats import STATS, finish, partial_sums
 from .store import (
     FLAG_SKIPPED,
     FORMAT_NAME,
@@ -91,6 +92,11 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def _home_of(grads: Sequence[torch.Tensor | None]) -> torch.device:
+    """The device of the first gradient present (CPU when there is none)."""
+    return next((g.device for g in grads if g is not None), torch.device("cpu"))
+
+
 def _is_rank_zero() -> bool:
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -102,7 +108,6 @@ class _DeviceGroup:
 
     device: torch.device
     indices: list[int]
-    inv_numel: torch.Tensor
     columns: torch.Tensor | None  # buffer columns to scatter into; None when they are all, in order
 
 
@@ -110,14 +115,18 @@ class _DeviceGroup:
 class _Plan:
     groups: list[_DeviceGroup]
     missing: torch.Tensor | None  # columns of parameters without a gradient this step
+    combine: ShardCombiner | None  # sharded gradients: every rank's partials into the full tensors'
+    present: torch.Tensor  # 1.0 where this rank has the gradient, 0.0 where not
 
 
 class Recorder:
     """Records gradient statistics of a model's parameters at every ``every``-th step.
 
     Create it with `gradscope.record`; use it as a context manager or call `close` (which flushes).
-    On ranks other than 0 of a distributed job it is inactive: it adds no hooks and writes nothing,
-    since DDP's averaged gradients are the same on every rank.
+    On ranks other than 0 of a distributed job it is inactive (``active`` is False) and writes
+    nothing. With DDP it adds no hooks either, since the averaged gradients are the same on every
+    rank; with sharded (DTensor) parameters every rank reduces its shard and joins one collective per
+    recorded step (`gradscope.sharded`), so every rank must create its recorder.
     """
 
     def __init__(
@@ -161,16 +170,20 @@ class Recorder:
         if not named:
             some = ", ".join(n for n, _ in list(module.named_parameters())[:5]) or "none"
             raise GradscopeError(f"include/exclude selected no parameter (the model's first names: {some})")
-        self.names = [n for n, _ in named]
+        self.names = [clean_name(n) for n, _ in named]
         self._params = [p for _, p in named]
+        split = fsdp1_parts(module)  # FSDP1 (use_orig_params=True): full shapes, ranks holding the slices
+        self._shapes = [split[id(p)][0] if id(p) in split else p.shape for p in self._params]
+        self._split_over = [split[id(p)][1] if id(p) in split else None for p in self._params]
         self.every, self.flush_every, self.flush_secs = every, flush_every, flush_secs
         self.meta = self._describe(module, resolve(module, self.names, groups), optimizer, tags or {})
-        self.path = Path(path) if path is not None else None
         self.active = _is_rank_zero()
-        self.closed = not self.active
+        self.sharded = bool(split) or any(is_dtensor(p) for p in self._params)
+        self.path = Path(path) if path is not None and self.active else None
+        self.closed = not (self.active or self.sharded)
         self._handles: list[Any] = []
         self._scaler, self._optimizer = scaler, optimizer
-        if not self.active:
+        if self.closed:
             return
 
         self._start_step = self._open_folder(append, start_step) if self.path else (start_step or 0)
@@ -186,7 +199,8 @@ class Recorder:
         self._last_flush = time.monotonic()
         self._copy_done: torch.cuda.Event | None = None
         self._plans: dict[tuple[bool, ...], _Plan] = {}
-        self._numel = torch.tensor([p.numel() for p in self._params], dtype=torch.float32)
+        self._numel = torch.tensor([math.prod(s) for s in self._shapes], dtype=torch.float32)  # whole tensors
+        self._inv_numel: torch.Tensor | None = None  # on the buffer's device, on first use
         self._stepped = False
         self._queued_tasks: set[int] = set()
         self.n_params = n
@@ -197,10 +211,11 @@ class Recorder:
     def _describe(self, module: nn.Module, groups: list, optimizer: Any, tags: dict[str, Any]) -> dict[str, Any]:
         params = [
             {
-                "name": name, "shape": list(p.shape), "numel": p.numel(), "dtype": str(p.dtype).removeprefix("torch."),
-                "requires_grad": p.requires_grad, "layer": g.layer, "block": g.block, "stage": g.stage,
+                "name": name, "shape": list(shape), "numel": math.prod(shape),
+                "dtype": str(p.dtype).removeprefix("torch."), "requires_grad": p.requires_grad,
+                "layer": g.layer, "block": g.block, "stage": g.stage,
             }
-            for name, p, g in zip(self.names, self._params, groups)
+            for name, p, shape, g in zip(self.names, self._params, self._shapes, groups)
         ]
         meta = {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -220,9 +235,21 @@ class Recorder:
 
     def _open_folder(self, append: bool, start_step: int | None) -> int:
         """Create the record folder, or check an existing one and continue it; returns the first step."""
+        from .lock import FolderLock
+
         assert self.path is not None
         if self.path.exists() and not self.path.is_dir():
             raise GradscopeError(f"record path {self.path} is a file; give a folder")
+        self._folder_lock = FolderLock(self.path, what="record").acquire()  # one writer; dies with the process
+        try:
+            return self._continue_or_create(append, start_step)
+        except BaseException:
+            self._folder_lock.release()
+            raise
+
+    def _continue_or_create(self, append: bool, start_step: int | None) -> int:
+        """The part of `_open_folder` that runs under the folder's lock."""
+        assert self.path is not None
         if (self.path / META_FILE).exists():
             old = read_meta(self.path)
             mismatch = _model_mismatch(old["params"], self.meta["params"])
@@ -241,6 +268,7 @@ class Recorder:
                 os.truncate(frames, existing.complete_bytes)
             first = start_step if start_step is not None else (int(steps[-1]) + 1 if len(steps) else 0)
             old.pop("closed_at", None)
+            old.pop("written", None)  # known again at the next close
             old["tags"] = {**old.get("tags", {}), **self.meta["tags"]}  # a resumed run may add facts
             old["resumed_at"] = [*old.get("resumed_at", []), {"at": self.meta["created_at"], "step": first}]
             self.meta = old
@@ -274,9 +302,26 @@ class Recorder:
         scaler.step = step
 
     # -- hooks (the hot path) -----------------------------------------------------------------------
-    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _on_optimizer_step(self, optimizer: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
         self._stepped = True
-        self._on_step(skipped=False)
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if closure is None:
+            self._on_step(skipped=False)
+            return None
+        # step(closure) runs backward (and, in Lightning, clipping) inside the closure, after this
+        # hook: record once the first call of it returns, when the gradients are what the step uses.
+        pending = [True]
+
+        def closure_then_record() -> Any:
+            loss = closure()
+            if pending:
+                pending.clear()
+                self._on_step(skipped=False)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_record}
+        return (args[0], closure_then_record, *args[2:]), kwargs
 
     def _on_grad_accumulated(self, param: torch.Tensor) -> None:
         # Keyed by graph task, so a backward pass that raised (its callback never ran) cannot block
@@ -302,30 +347,43 @@ class Recorder:
     def _on_step(self, skipped: bool) -> None:
         step = self._next_step
         self._next_step += 1
-        if (step - self._start_step) % self.every == 0:
+        if step % self.every == 0:  # multiples of every: a resumed run records the steps it would have
             self._record(step, skipped)
 
     @torch.no_grad()
     def _record(self, step: int, skipped: bool) -> None:
         grads = [p.grad for p in self._params]
         plan = self._plan(grads)
+        if self.sharded:
+            grads = [None if g is None else local_part(g) for g in grads]
         if self._buffer is None:
             device = plan.groups[0].device if plan.groups else torch.device("cpu")
             self._buffer = torch.empty(self.flush_every, len(STATS), self.n_params, device=device)
+            self._inv_numel = _to_device(1.0 / self._numel, device)
         if self._copy_done is not None:  # the last flush's copy must read the buffer before we overwrite it
             torch.cuda.current_stream(self._buffer.device).wait_event(self._copy_done)
             self._copy_done = None
         row = self._buffer[self._filled]
+        if plan.missing is not None:
+            row.zero_()  # a rank without a gradient its peers have adds nothing to the combined sums
         for group in plan.groups:
-            values = grad_stats(cast(list[torch.Tensor], [grads[i] for i in group.indices]), group.inv_numel)
+            values = partial_sums(cast(list[torch.Tensor], [grads[i] for i in group.indices]))
             if group.device != row.device:
                 values = values.to(row.device, non_blocking=True)
             if group.columns is None:
                 row.copy_(values)
             else:
                 row.index_copy_(1, group.columns, values)
-        if plan.missing is not None:
-            row.index_fill_(1, plan.missing, math.nan)
+        if plan.combine is not None:
+            combined, present = plan.combine(row, plan.present)
+            if not self.active:
+                return
+            finish(row.copy_(combined), cast(torch.Tensor, self._inv_numel))
+            row.masked_fill_(~present, math.nan)  # no rank had this gradient
+        else:
+            finish(row, cast(torch.Tensor, self._inv_numel))
+            if plan.missing is not None:
+                row.index_fill_(1, plan.missing, math.nan)
         i = self._filled
         self._steps[i], self._times[i], self._flags[i] = step, time.time(), FLAG_SKIPPED if skipped else 0
         self._filled += 1
@@ -343,6 +401,11 @@ class Recorder:
 
     def _make_plan(self, grads: list[torch.Tensor | None]) -> _Plan:
         by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        combine = None
+        if self.sharded:
+            placed = [p if g is None else g for g, p in zip(grads, self._params)]
+            combine = ShardCombiner(placed, self._split_over, self._buffer.device if self._buffer is not None
+                                    else _home_of(grads))
         for i, g in enumerate(grads):
             if g is not None:
                 if g.is_sparse:
@@ -355,9 +418,10 @@ class Recorder:
         for (device, _), indices in by_kind.items():
             everything = indices == list(range(self.n_params))
             columns = None if everything else _to_device(torch.tensor(indices), home)
-            groups.append(_DeviceGroup(device, indices, _to_device(1.0 / self._numel[indices], device), columns))
+            groups.append(_DeviceGroup(device, indices, columns))
         absent = [i for i, g in enumerate(grads) if g is None]
-        return _Plan(groups, _to_device(torch.tensor(absent), home) if absent else None)
+        present = _to_device(torch.tensor([g is not None for g in grads], dtype=torch.float32), home)
+        return _Plan(groups, _to_device(torch.tensor(absent), home) if absent else None, combine, present)
 
     def _flush_buffer(self) -> None:
         n, self._filled = self._filled, 0
@@ -399,13 +463,20 @@ class Recorder:
         if self._scaler is not None:
             self._scaler.__dict__.pop("step", None)
         try:
-            self._flush_buffer()
-            self._writer.close()
+            try:
+                self._flush_buffer()
+                self._writer.close()
+            finally:
+                self._sink.close()
+            if self.path is not None:
+                from .store import written_extent
+
+                self.meta["closed_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                self.meta["written"] = written_extent(self.path / FRAMES_FILE)  # so a later truncation shows
+                write_json_atomic(self.path / META_FILE, self.meta)
         finally:
-            self._sink.close()
-        if self.path is not None:
-            self.meta["closed_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            write_json_atomic(self.path / META_FILE, self.meta)
+            if self.path is not None:
+                self._folder_lock.release()
 
     def load(self) -> Record:
         """The record so far (flushes first), without closing the recorder."""
@@ -470,15 +541,18 @@ def record(
     """Start recording per-parameter gradient statistics of ``model``.
 
     With ``optimizer`` the statistics are taken just before each ``optimizer.step()``, when the
-    gradients are final: accumulated, unscaled by AMP's GradScaler, averaged by DDP. Without one,
-    once at the end of every backward pass. Nothing in the training loop has to change.
+    gradients are final: accumulated, clipped, unscaled by AMP's GradScaler, averaged by DDP (with
+    ``optimizer.step(closure)``, once the closure has run). Without one, once at the end of every
+    backward pass: the raw gradient, before any clipping. Nothing in the training loop has to change.
+    Sharded (DTensor) models must create a recorder on every rank; rank 0 writes.
 
     Args:
         model: the model; DDP, DataParallel and torch.compile wrappers are looked through.
         path: folder for the record (created); ``None`` keeps it in memory (`Recorder.load`).
         optimizer: record at this optimizer's steps (recommended).
         scaler: the GradScaler stepping ``optimizer``, so that steps it skips are recorded and marked.
-        every: record every n-th step (others cost nothing).
+        every: record the steps whose number is a multiple of n (others cost nothing), so a record
+            continued with ``start_step`` keeps the steps of an uninterrupted one.
         include: regex (or list of them, or a predicate) a parameter name must match to be recorded.
         exclude: regex (or list, or predicate) for names to leave out.
         groups: block/stage mapping for models the automatic rules do not fit (`grouping.resolve`).

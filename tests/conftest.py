@@ -196,3 +196,13 @@ def pytest_setup_options():
                  "--window-size=1400,1000"):
         options.add_argument(flag)
     return options
+
+
+@pytest.fixture(scope="session")
+def mixed_runs(tmp_path_factory):
+    """``(folder, {run id: file to blame})``: ``folder/runs`` holds two tiny real trainings and one run per
+    broken file of issue 9 (`tests/broken_runs.py`); ``folder/outside`` is where its symlinks lead."""
+    from broken_runs import make_runs
+
+    folder = tmp_path_factory.mktemp("mixed")
+    return folder, make_runs(folder / "runs", folder / "outside")

@@ -26,6 +26,7 @@ from trainers.cli import main
 from trainers.config import TrainConfig
 from trainers.errors import TrainersError
 from trainers.loop import train
+from trainers.provenance import file_sha256, stale_reason
 from trainers.restore import data_of, restore
 
 TINY = {"method": "baseline", "epochs": 1, "train_subset": 128, "batch_size": 32, "progress": False, "record": False}
@@ -142,6 +143,12 @@ def test_attribute_run_writes_the_maps_meta_and_grid(runs, explained):
     assert meta["gradcam_layers"] == ["layer1.1", "layer2.1", "layer3.1", "layer4.1"]
     assert meta["checkpoint"].endswith("last.pt") and meta["settings"] == {"n_steps": 32, "internal_batch_size": 128}
     assert meta["versions"]["torch"] == torch.__version__ and meta["seconds"]["total"] > 0
+    prov = meta["provenance"]  # which checkpoint bytes and images the maps explain
+    assert prov["checkpoint_sha256"] == file_sha256(runs["a"] / "checkpoints" / "last.pt")
+    assert (prov["checkpoint_file"], prov["dataset"], prov["split"], prov["n"], prov["indices"], prov["attacks"],
+            prov["precision"]) == ("checkpoints/last.pt", meta["dataset"], "test", 4, meta["images"]["indices"],
+                                   list(DEFAULT_METHODS), "float32")
+    assert stale_reason(runs["a"], meta) is None
     with Image.open(folder / "grid.png") as grid:
         assert grid.format == "PNG" and grid.height > 4 * 32 and grid.width > 6 * 32  # input, 2 maps, 4 stages
 

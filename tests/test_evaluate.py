@@ -141,4 +141,16 @@ def test_summarize_shows_autoattack_and_eps_curves_for_fig7(tmp_path):
                       val_size=64, attack_steps=2, out=str(run_dir), progress=False))
     evaluate_run(run_dir, attacks=["pgd", "autoattack"], n=16, attacks_to_run=["apgd-ce"], show_progress=False)
     table = summarize(tmp_path)
-    assert "AutoAttack" in table and "(poster 46.99)" in table and "PGD-20 accuracy by ε: 0 " in table
+    # an APGD-CE-only run is named so, and poster numbers measured on CIFAR-10 stay out of a synthetic run's table
+    assert "at             clean " in table and "; APGD-CE " in table and "on 16 images" in table
+    assert "AutoAttack (1 seed)" not in table and "(poster" not in table and "poster's numbers are on cifar10" in table
+    assert "robustness on synthetic-mnist:" in table and "(no published reference on synthetic-mnist)" in table
+    assert "PGD-20 accuracy by ε on 16 images: 0 " in table
+
+
+def test_the_cli_names_what_each_number_measured(run, capsys):
+    assert main(["evaluate", str(run), "--attacks", "clean,autoattack", "--n", "16", "--autoattack-subset", "apgd-ce",
+                 "--no-sweep"]) == 0
+    out = capsys.readouterr().out
+    assert "last: clean on 16 test images: " in out
+    assert "last: APGD-CE at ε 8/255 on 16 test images: " in out and "AutoAttack" not in out

@@ -127,7 +127,7 @@ def test_cli_exports_every_format(runs: list[Path], tmp_path: Path, capsys: pyte
     html = outputs[3].read_text()
     assert '<script src="http' not in html and "Plotly.newPlot" in html  # self-contained, works offline
     csv_lines = outputs[4].read_text().splitlines()
-    assert csv_lines[0] == "run,column,row,stat,window_start,window_stop,value"
+    assert csv_lines[0] == "run,column,row,stat,normalize,window_start,window_stop,value"
     assert {line.split(",")[0] for line in csv_lines[1:]} == {"base", "tf"}
     assert "wrote" in capsys.readouterr().out
 
@@ -153,3 +153,81 @@ def test_cli_info_describes_the_record(runs: list[Path], capsys: pytest.CaptureF
     assert main(["info", str(runs[0])]) == 0
     out = capsys.readouterr().out
     assert "6 recorded (steps 0..5)" in out and "stages (4): stem, layer1, layer2, head" in out and "closed" in out
+
+
+def _damaged_copy(run: Path, tmp: Path, edit: str) -> Path:
+    """A copy of ``run`` whose meta.json is damaged as ``edit`` says."""
+    import json
+
+    copy = tmp / f"damaged-{edit}"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    if edit == "no-params":
+        del meta["params"]
+    elif edit == "string-version":
+        meta["format_version"] = "2"
+    elif edit == "fewer-names":  # a meta of fewer tensors than the frames' columns
+        meta["params"] = meta["params"][:-2]
+    (copy / "meta.json").write_text(json.dumps(meta))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["info", "{no-params}"], "params must be a non-empty list of parameter entries, got NoneType"),
+        (["info", "{string-version}"], "format_version must be a positive integer, got '2'"),
+        (["heatmap", "{fewer-names}", "-o", "{tmp}/out/x.csv"], "does not belong to these frames"),
+        (["heatmap", "{run}", "-o", "{tmp}/a_file/x.csv"], "a_file is a file, not a folder"),
+        (["heatmap", "{run}", "-o", "{tmp}/out/x.csv", "-o", "{tmp}/out/x.html", "--scale", "-1"],
+         "--scale -1 must be a pixel scale above 0"),
+        (["heatmap", "{run}", "-o", "{tmp}/out/x.csv", "--normalize", "max"], "invalid choice: 'max'"),
+        (["heatmap", "{run}", "-o", "{tmp}/out/x.csv", "--window", "0.5:0.2"], "needs 0 <= START < STOP <= 1"),
+    ],
+)
+def test_cli_damaged_records_and_bad_outputs_are_one_line_and_leave_nothing(
+    runs: list[Path], tmp_path: Path, args: list[str], message: str,
+) -> None:
+    (tmp_path / "a_file").write_text("a file, not a folder")
+    work = tmp_path / "work"
+    work.mkdir()
+    names = {edit: _damaged_copy(runs[0], work, edit) for edit in ("no-params", "string-version", "fewer-names")}
+    argv = [a.format(run=runs[0], tmp=tmp_path, **names) for a in args]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "gradscope", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    assert after == [p for p in before if "cache" not in p.parts]  # nothing written, not even out/
+    assert (tmp_path / "a_file").read_text() == "a file, not a folder"
+
+
+def test_cli_normalised_csv_and_info_problems(runs: list[Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "n.csv"
+    assert main(["heatmap", str(runs[0]), "-o", str(out), "--normalize", "global", "--stat", "l2"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "run,column,row,stat,normalize,window_start,window_stop,value"
+    assert all(",l2,global," in line and 0 < float(line.split(",")[-1]) <= 1 for line in lines[1:])
+    cut = tmp_path / "cut"
+    shutil.copytree(runs[0], cut)
+    frames = cut / "grads.gsr"
+    os.truncate(frames, frames.stat().st_size - 10)
+    capsys.readouterr()
+    assert main(["info", str(cut)]) == 0
+    out_text = capsys.readouterr().out
+    assert "problem: bytes" in out_text and "cut off after the record was closed (6 of its 6 steps missing)" in out_text
+    assert main(["info", str(runs[0])]) == 0 and "no problems found" in capsys.readouterr().out
+
+
+def test_cli_cache_prepares_every_view(runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run, ignore=shutil.ignore_patterns("cache"))
+    assert main(["cache", str(run), "--normalize", "none", "--normalize", "global"]) == 0
+    assert "6 steps, every view computed; kept in its cache/" in capsys.readouterr().out
+    names = {p.name.split("-")[0] for p in (run / "cache").iterdir()}
+    views = {f"{level}.{stat}.{view}" for level in gradscope.LEVELS for stat in gradscope.STATS
+             for view in ("none", "global") if view == "none" or stat != "nonfinite"}
+    assert names == {"index"} | views | {f"{v}.blocks" for v in views}
+    assert main(["info", str(run)]) == 0 and "closed after writing 6 steps in 1 frames" in capsys.readouterr().out

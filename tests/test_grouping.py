@@ -9,7 +9,7 @@ from torch import nn
 
 import gradscope
 from gradscope import GradscopeError, Groups
-from gradscope.grouping import auto_groups, owner_of, relative_name, residual_stages, resolve
+from gradscope.grouping import BlockContainer, auto_groups, block_containers, owner_of, relative_name, resolve
 
 
 def _resolve(model, spec=None):
@@ -22,7 +22,7 @@ def test_torchvision_resnet18():
     model = torchvision.models.resnet18(weights=None)
     names, groups = _resolve(model)
     assert len(names) == 62
-    assert residual_stages(model) == ["layer1", "layer2", "layer3", "layer4"]
+    assert block_containers(model) == [BlockContainer(f"layer{k}", f"layer{k}") for k in range(1, 5)]
     blocks = list(dict.fromkeys(g.block for g in groups))
     assert blocks == ["stem", *(f"layer{s}.{b}" for s in range(1, 5) for b in range(2)), "head"]
     stages = list(dict.fromkeys(g.stage for g in groups))
@@ -53,7 +53,7 @@ def test_tiny_resnet_grouping_matches_the_hand_written_one():
 
 def test_mlp_falls_back_to_the_module_tree():
     names, groups = _resolve(TinyMLP())
-    assert residual_stages(TinyMLP()) == []
+    assert block_containers(TinyMLP()) == []
     assert [(g.layer, g.block, g.stage) for g in groups] == [
         (layer, layer, layer) for layer in ("fc1", "fc1", "fc2", "fc2", "out", "out")
     ]

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from trainers.cli import main
 from trainers.config import TrainConfig
 from trainers.errors import TrainersError
 from trainers.loop import train
+from trainers.run_folder import RunFolder
 
 QUICK = {"dataset": "synthetic-mnist", "epochs": 2, "batch_size": 64, "train_subset": 512, "progress": False}
 
@@ -23,6 +25,7 @@ def config(tmp_path, name="run", **options):
 
 
 def test_a_run_leaves_config_metrics_record_checkpoints_and_results(tmp_path):
+    # the documented layout (docs/trainers.md, Run folder) written out, not taken from RunFolder
     results = train(config(tmp_path))
     run = tmp_path / "run"
     stored = json.loads((run / "config.json").read_text())
@@ -45,12 +48,11 @@ def test_resume_repeats_an_uninterrupted_run_exactly(tmp_path):
     interrupted = config(tmp_path, "parts", epochs=3)
     assert train(interrupted, stop_after=1) == {"interrupted_at_epoch": 1}
     train(TrainConfig(method="", model="", dataset="", out=str(tmp_path / "parts"), progress=False), resume=True)
-    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")
-    parts = load_checkpoint(tmp_path / "parts" / "checkpoints" / "last.pt")
+    whole = load_checkpoint(RunFolder(tmp_path / "whole").last)
+    parts = load_checkpoint(RunFolder(tmp_path / "parts").last)
     for key, value in whole["model"].items():
         torch.testing.assert_close(parts["model"][key], value, rtol=0, atol=0)
-    losses = [[json.loads(r)["train_loss"] for r in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
-              for n in ("whole", "parts")]
+    losses = [[r["train_loss"] for r in RunFolder(tmp_path / n).read_metrics()] for n in ("whole", "parts")]
     assert losses[0] == losses[1]
     assert gradscope.load(tmp_path / "parts").steps.tolist() == gradscope.load(tmp_path / "whole").steps.tolist()
 
@@ -116,16 +118,16 @@ def test_cli_train_runs_and_prints_the_result(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "tfkd-reg mlp-student seed 0: test_acc" in proc.stdout
-    assert json.loads((out / "config.json").read_text())["multiplier"] == pytest.approx(10.0)
+    assert RunFolder(out).read_config()["multiplier"] == pytest.approx(1.0)  # yuan-strength: 100/100
 
 
 def test_adversarial_runs_select_on_validation_pgd_accuracy_and_stop_early(tmp_path):
     results = train(config(tmp_path, method="at", epochs=4, val_size=128, patience=1, lr=1e-12, schedule="constant",
                            attack_steps=2))
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = RunFolder(tmp_path / "run").read_metrics()
     assert all("val_pgd_acc" in r and "val_acc" in r for r in rows)
     assert len(rows) == 2  # lr 0: nothing improves after the first epoch, patience 1 stops after the second
-    assert results["best_epoch"] == 1 and (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert results["best_epoch"] == 1 and RunFolder(tmp_path / "run").best.exists()
     assert set(results["best"]) == {"test_acc", "test_pgd20_acc"}
 
 
@@ -141,4 +143,16 @@ def test_cli_resume_continues_the_run(tmp_path):
               "128", "--out", out, "--no-progress"]
     assert main(["train", *common, "--epochs", "1"]) == 0
     assert main(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"]) == 0
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len(RunFolder(tmp_path / "run").read_metrics()) == 2
+
+
+def test_record_every_keeps_its_phase_across_a_resume(tmp_path):
+    # 4 steps per epoch, every 3rd step recorded: a resume at step 4 must still record 6 and 9, not 4 and 7
+    options = {"epochs": 3, "record_every": 3, "train_subset": 256}
+    train(config(tmp_path, "whole", **options))
+    assert train(config(tmp_path, "parts", **options), stop_after=1) == {"interrupted_at_epoch": 1}
+    train(TrainConfig(method="", model="", dataset="", out=str(tmp_path / "parts"), progress=False), resume=True)
+    whole, parts = (gradscope.load(tmp_path / name) for name in ("whole", "parts"))
+    assert whole.steps.tolist() == [0, 3, 6, 9]
+    assert parts.steps.tolist() == whole.steps.tolist()
+    np.testing.assert_array_equal(parts.matrix("layer", "l2").values, whole.matrix("layer", "l2").values)

@@ -46,6 +46,15 @@ def test_kd_matches_formula(batch):
     torch.testing.assert_close(kd_loss(student, teacher, y, alpha, tau, multiplier=m), expected)
 
 
+def test_kd_without_temperature_squared_is_the_posters_scale(batch):
+    student, teacher, y = batch
+    alpha, tau = 0.5, 4.0
+    p_t = F.softmax(teacher / tau, 1)
+    kl = (p_t * (p_t.log() - F.log_softmax(student / tau, 1))).sum(1).mean()
+    expected = (1 - alpha) * F.cross_entropy(student, y) + alpha * 0.1 * kl
+    torch.testing.assert_close(kd_loss(student, teacher, y, alpha, tau, 0.1, temperature_squared=False), expected)
+
+
 def test_kd_does_not_backpropagate_into_the_teacher(batch):
     student, teacher, y = batch
     student, teacher = student.requires_grad_(), teacher.requires_grad_()

@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
+from trainers.attacks import TRAINING_ATTACKS
+from trainers.config import SCHEDULES
 from trainers.errors import TrainersError
-from trainers.methods import METHODS, Hyper
+from trainers.methods import METHODS, Hyper, iad_introspects, with_epoch
 
 
 def tiny_net(seed: int) -> nn.Module:
@@ -45,8 +47,35 @@ def test_unknown_method_lists_the_registered_ones():
         METHODS.get("nope")
 
 
-def test_yuan_multipliers_are_converted_by_the_number_of_classes():
-    assert METHODS.get("tfkd-reg").resolve_defaults(10)["multiplier"] == pytest.approx(10.0)
-    assert METHODS.get("tfkd-reg").resolve_defaults(100)["multiplier"] == pytest.approx(1.0)
-    assert METHODS.get("tfkd-self").resolve_defaults(100)["multiplier"] == pytest.approx(0.5)
+def test_yuan_multipliers_are_converted_by_the_number_of_classes_under_yuan_literal():
+    assert METHODS.get("tfkd-reg").resolve_defaults(10, "yuan-literal")["multiplier"] == pytest.approx(10.0)
+    assert METHODS.get("tfkd-reg").resolve_defaults(100, "yuan-literal")["multiplier"] == pytest.approx(1.0)
+    assert METHODS.get("tfkd-self").resolve_defaults(100, "yuan-literal")["multiplier"] == pytest.approx(0.5)
     assert METHODS.get("at").resolve_defaults(10)["eps"] == pytest.approx(8 / 255)
+
+
+def test_default_preset_keeps_yuans_cifar100_multipliers_on_any_k():
+    for k in (10, 100, 1000):
+        assert METHODS.get("tfkd-reg").resolve_defaults(k)["multiplier"] == pytest.approx(1.0)
+        assert METHODS.get("tfkd-self").resolve_defaults(k)["multiplier"] == pytest.approx(0.5)
+
+
+def test_kd_and_rekd_defaults_are_yuans_resnet18_kd_config():
+    for name in ("kd", "rekd"):
+        method = METHODS.get(name)
+        assert (method.defaults["alpha"], method.defaults["temperature"]) == (0.6, 20.0)
+        assert "Yuan" in method.source
+
+
+def test_every_method_names_a_source_schedule_and_registered_attack():
+    for name, method in METHODS.items():
+        defaults = method.resolve_defaults(10)
+        assert defaults["attack"] in TRAINING_ATTACKS, name
+        assert method.schedule is None or method.schedule in SCHEDULES, name
+        assert method.adversarial == (method.schedule is not None), name
+        assert name == "baseline" or method.source, name
+
+
+def test_the_loop_gets_the_epoch_through_hyper():
+    hyper = Hyper(epochs=200, iad_begin=0.3)
+    assert not iad_introspects(with_epoch(hyper, 59)) and iad_introspects(with_epoch(hyper, 60))

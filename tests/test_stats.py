@@ -25,10 +25,7 @@ def test_stat_order_is_the_documented_one():
 def strategy(request, monkeypatch):
     """Run `grad_stats` with the CPU strategy and with the fused one GPUs use."""
     if request.param == "fused":
-        table = getattr(stats, "NORMS_BY_DEVICE", None)
-        if table is None:
-            pytest.skip("a single strategy")
-        monkeypatch.setattr(stats, "NORMS_BY_DEVICE", {})
+        monkeypatch.setattr(stats, "PARTIALS_BY_DEVICE", {})
     return request.param
 
 
@@ -62,6 +59,38 @@ def test_grad_stats_nonfinite(strategy):
     assert math.isnan(out[2, 1])  # max |g| of a NaN gradient is NaN, so it counts as non-finite
     assert out[:3, 3].tolist() == [5.0, 3.5, 4.0]
     assert out[:3, 4].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_cpu_chunks_and_empty_tensors_combine_exactly(monkeypatch):
+    """A tensor longer than a chunk is reduced piece by piece; the partials must add up to the whole."""
+    monkeypatch.setattr(stats, "CPU_CHUNK", 7)
+    monkeypatch.setattr(stats, "_scratch", {})
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(50, generator=gen), torch.zeros(0), torch.randn(3, 4, generator=gen), torch.randn(7)]
+    grads[0][33] = -9.0
+    grads[2] = grads[2].double()
+    for group in ([g for g in grads if g.dtype == torch.float32], [grads[2]]):
+        out = grad_stats(group, _inv_numel([g if g.numel() else torch.ones(1) for g in group]))
+        for j, g in enumerate(group):
+            if g.numel():
+                np.testing.assert_allclose(out[:, j].numpy(), direct_stats([g]), rtol=1e-6)
+            else:
+                assert out[:, j].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert grad_stats([grads[0]], _inv_numel([grads[0]]))[2, 0].item() == 9.0
+
+
+def test_partials_add_up_over_any_split(strategy):
+    """Σg², Σ|g|, max|g| and the non-finite count of two halves combine into the whole's (sharded case)."""
+    g = torch.randn(40, generator=torch.Generator().manual_seed(2))
+    g[5] = math.inf
+    halves = stats.partial_sums([g[:17], g[17:]])
+    whole = stats.partial_sums([g])[:, 0]
+    combined = torch.stack([halves[0].sum(), halves[1].sum(), halves[2].max(), halves[3].sum()])
+    assert combined[3].item() == 1 and whole[3].item() == 1
+    finite = torch.cat([g[:5], g[6:]])
+    np.testing.assert_allclose(stats.partial_sums([finite[:20], finite[20:]]).sum(1)[:2].numpy(),
+                               stats.partial_sums([finite])[:2, 0].numpy(), rtol=1e-6)
+    assert torch.isinf(combined[0]) and torch.isinf(whole[0])
 
 
 def _group_reference(grads_per_param, group_of, n_groups):

@@ -99,9 +99,10 @@ def test_decode_garbage_is_a_problem_not_an_exception():
 
 # -- records on disk: truncation, corruption ----------------------------------------------------------------
 
-def _write_record(path: Path, steps: int = 6, flush_every: int = 2) -> None:
+def write_record(path: Path, steps: int = 6, flush_every: int = 2, model: torch.nn.Module | None = None) -> Path:
+    """A closed record of ``steps`` SGD steps of ``model`` (a seeded `TinyMLP` by default) on one batch."""
     torch.manual_seed(0)
-    model = TinyMLP()
+    model = model or TinyMLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = make_batch(4, shape=(12,))
     with gradscope.record(model, path, optimizer=opt, flush_every=flush_every):
@@ -109,28 +110,39 @@ def _write_record(path: Path, steps: int = 6, flush_every: int = 2) -> None:
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
+    return path
+
+
 
 
 def test_truncated_frames_file_loads_complete_frames(tmp_path):
     path = tmp_path / "rec"
-    _write_record(path)
+    write_record(path)
     frames = path / FRAMES_FILE
     size = frames.stat().st_size
     frame = size // 3
     assert frame * 3 == size
     full = gradscope.load(path)
+    full_l2 = full.matrix("block", "l2").values
+    assert full.meta["written"] == {"bytes": size, "frames": 3, "steps": 6}
+    open_meta = {k: v for k, v in full.meta.items() if k not in ("closed_at", "written")}
     for cut, steps in [(2 * frame + frame // 2, 4), (2 * frame + 20, 4), (2 * frame, 4), (frame - 1, 0)]:  # shrinking
         os.truncate(frames, cut)
+        with pytest.warns(RecordWarning, match=f"cut off after the record was closed \\({6 - steps} of its 6 steps"):
+            closed = gradscope.load(path)  # a closed record knows what it wrote: the loss is named
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # an incomplete tail is normal: no warning
-            record = gradscope.load(path)
-        assert record.steps.tolist() == list(range(steps)) and record.problems == []
-        np.testing.assert_array_equal(record.matrix("block", "l2").values, full.matrix("block", "l2").values[:steps])
+            warnings.simplefilter("error")  # an open record's incomplete tail is a write in progress: no warning
+            record = gradscope.Record(open_meta, folder=path)
+        for r in (closed, record):
+            assert r.steps.tolist() == list(range(steps))
+            np.testing.assert_array_equal(r.matrix("block", "l2").values, full_l2[:steps])
+        assert record.problems == [] and len(closed.problems) == 1
+        assert f"bytes {frame * (steps // 2)}-" in closed.problems[0]
 
 
 def test_corrupt_middle_frame_is_skipped_and_named(tmp_path):
     path = tmp_path / "rec"
-    _write_record(path)
+    write_record(path)
     frames = path / FRAMES_FILE
     data = bytearray(frames.read_bytes())
     frame = len(data) // 3
@@ -145,13 +157,13 @@ def test_corrupt_middle_frame_is_skipped_and_named(tmp_path):
 
 
 def test_load_accepts_a_run_folder(tmp_path):
-    _write_record(tmp_path / "run" / "gradscope", steps=2)
+    write_record(tmp_path / "run" / "gradscope", steps=2)
     assert gradscope.load(tmp_path / "run").steps.tolist() == [0, 1]
 
 
 def test_newer_format_version_is_refused(tmp_path):
     path = tmp_path / "rec"
-    _write_record(path, steps=1)
+    write_record(path, steps=1)
     meta = path / "meta.json"
     meta.write_text(meta.read_text().replace('"format_version": 1', '"format_version": 99'))
     with pytest.raises(GradscopeError, match="upgrade gradscope"):
@@ -163,7 +175,7 @@ def test_newer_format_version_is_refused(tmp_path):
 
 def test_append_after_a_crash_mid_write_keeps_every_new_step(tmp_path):
     path = tmp_path / "rec"
-    _write_record(path)
+    write_record(path)
     frames = path / FRAMES_FILE
     frame = frames.stat().st_size // 3
     os.truncate(frames, 2 * frame + frame // 2)  # killed while writing steps 4-5

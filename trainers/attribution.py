@@ -21,7 +21,8 @@ true label, so two models are asked the same question about the same pixels. Sha
     attribution/
       attributions.npz   raw maps, one array per method (shapes above, float32), plus images (K, C, H, W)
                          float32 in [0, 1], labels and predictions (K,) int64, indices (K,) into the test split
-      meta.json          methods, skipped methods and why, image indices, checkpoint, settings, versions, seconds
+      meta.json          methods, skipped methods and why, image indices, checkpoint, settings, versions, seconds,
+                         and ``provenance`` (checkpoint sha256, data set, indices, seed: `trainers.provenance`)
       grid.png           rows = images; columns = input, then each method (gradcam: one column per stage)
 
 Maps are normalised for display only, in the PNG: each tile shows the magnitude (|·| summed over colour
@@ -48,8 +49,11 @@ from torch import nn
 
 from .data import Split, seeded_generator
 from .errors import TrainersError
+from .progress import tracked
+from .provenance import of_checkpoint
 from .registry import Registry
 from .restore import Restored, data_of, restore
+from .run_folder import RunFolder
 
 DEFAULT_METHODS = ("saliency", "ig", "gradcam")
 _IMAGE_STREAM = 3  # a random stream of its own, apart from the data loader's (tags 1 and 2)
@@ -271,7 +275,7 @@ def attribute_run(path: str | os.PathLike[str], *, images: int = 8, methods: Seq
     maps: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name in names:
+    for name in tracked(names, "attribution method"):
         start = time.perf_counter()
         try:
             maps.update(attribute(restored.model, x, y, [name], settings))
@@ -281,17 +285,17 @@ def attribute_run(path: str | os.PathLike[str], *, images: int = 8, methods: Seq
     with torch.no_grad():
         predictions = restored.model(x.to(device)).argmax(1).cpu()
 
-    folder = restored.run_dir / "attribution"
-    folder.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(restored.run_dir)
+    run.attribution.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {"images": x.numpy(), "labels": y.numpy(), "predictions": predictions.numpy(),
                               "indices": index.numpy(), **maps}
-    np.savez(folder / "attributions.npz", **arrays)
+    np.savez(run.attribution_arrays, **arrays)
     titles, columns = _columns(restored.model, x, maps)
     rows = [f"#{i} y={label} pred={pred}" for i, label, pred in zip(index.tolist(), y.tolist(), predictions.tolist())]
-    _draw_grid(folder / "grid.png", columns, titles, rows)
+    _draw_grid(run.attribution_grid, columns, titles, rows)
     meta = _meta(restored, names, maps, skipped, index, y, predictions, seed, settings, seconds, device)
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
+    run.attribution_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    return run.attribution
 
 
 def _meta(restored: Restored, names: list[str], maps: dict[str, np.ndarray], skipped: dict[str, str],
@@ -300,6 +304,8 @@ def _meta(restored: Restored, names: list[str], maps: dict[str, np.ndarray], ski
     import captum
 
     layers = [name for name, _ in gradcam_layers(restored.model)] if "gradcam" in maps else []
+    provenance = of_checkpoint(restored.run_dir, restored.checkpoint, dataset=restored.config.dataset, n=len(index),
+                               eps=None, attacks=list(maps), seed=seed, batch_size=len(index), indices=index.tolist())
     return {
         "methods": list(maps), "requested": names, "skipped": skipped,
         "shapes": {name: list(array.shape) for name, array in maps.items()},
@@ -311,6 +317,7 @@ def _meta(restored: Restored, names: list[str], maps: dict[str, np.ndarray], ski
         "settings": asdict(settings), "device": str(device),
         "versions": {"captum": captum.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "seconds": {**seconds, "total": round(sum(seconds.values()), 4)},
+        "provenance": provenance.to_json(),
         "grid": {"file": "grid.png",
                  "display": f"|map| summed over colour channels, divided by each tile's {_DISPLAY_PERCENTILE:g}th "
                             "percentile; raw values are in attributions.npz"},

@@ -8,63 +8,76 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from .config import TrainConfig
+from gradscope.errors import GradscopeError
+
+from .config import TrainConfig, check_fields, flag
 from .errors import TrainersError
+from .run_folder import RunFolder
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``train`` and ``recipe`` (None means: the method's or preset's default)."""
-    parser.add_argument("--dataset", help="cifar10, mnist, fashion-mnist, synthetic, ...")
-    parser.add_argument("--data-dir", default="data", help="folder holding the data sets (default: data)")
-    parser.add_argument("--download", action="store_true", help="download the data set if it is missing")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--train-subset", type=int, metavar="N", help="train on a seeded random N images")
-    parser.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--width", type=int, default=64, help="ResNet base width (64 as in the paper)")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--no-record", dest="record", action="store_false", help="do not record gradients")
-    parser.add_argument("--record-every", type=int, default=1, metavar="N")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one-line `TrainersError`s, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise TrainersError(f"{message} ({self.prog} --help lists the options)")
+
+
+RECIPE_FIXED = ("method", "model", "teacher", "out", "seed")  # a recipe sets these for each of its runs
+
+
+def add_config_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One option per `TrainConfig` field (except ``skip`` and fields the run fills itself).
+
+    Flags, types, help, ranges and choices come from the dataclass; an option not given is absent
+    from the parsed namespace, so only what the user typed overrides the defaults.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    for spec in dataclasses.fields(TrainConfig):
+        meta = spec.metadata
+        if spec.name in skip or not meta.get("cli", True):
+            continue
+        hint = hints[spec.name]
+        kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        help_text = meta.get("help", "")
+        if meta.get("choices"):
+            help_text += f"; one of: {', '.join(meta['choices'])}"
+        if meta.get("bounds") is not None:
+            help_text += f"; {meta['bounds'].describe()}"
+        if spec.default is None:
+            help_text += " (default: the method's or schedule's)"
+        elif spec.default is not dataclasses.MISSING:
+            help_text += f" (default: {spec.default})"
+        options: dict[str, Any] = {"dest": spec.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is list:
+            options.update(nargs="+", type=typing.get_args(kind)[0], metavar="N")
+        else:
+            options["type"] = kind
+        parser.add_argument(flag(spec.name), **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m trainers``."""
-    from .methods import METHODS
-    from .models import MODELS
-
-    parser = argparse.ArgumentParser(prog="python -m trainers", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m trainers", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model with one method")
-    train.add_argument("--method", help=", ".join(METHODS))
-    train.add_argument("--model", help=", ".join(MODELS))
-    train.add_argument("--teacher", help="teacher checkpoint (or run folder) for distillation methods")
-    train.add_argument("--out", required=True, help="run folder to create")
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    for name in ("alpha", "temperature", "a", "multiplier", "student-temperature", "eps", "step-size"):
-        train.add_argument(f"--{name}", type=float)
-    train.add_argument("--attack-steps", type=int)
-    train.add_argument("--val-size", type=int)
-    train.add_argument("--select-on", help="val_acc, val_pgd_acc or last")
-    train.add_argument("--patience", type=int)
-    train.add_argument("--schedule", help="step, exponential or constant")
-    _add_run_options(train)
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace a run already in --out (all of its state: evaluation, attribution, record)")
+    add_config_options(train)
 
     recipe = commands.add_parser("recipe", help="run the chain of runs behind one of the poster's figures")
     recipe.add_argument("figure", help="fig1, fig2, fig4 or fig7")
     recipe.add_argument("--seeds", type=int, default=3)
     recipe.add_argument("--out", required=True, help="folder for the recipe's runs")
-    _add_run_options(recipe)
+    add_config_options(recipe, skip=RECIPE_FIXED)
 
     summarize = commands.add_parser("summarize", help="print each figure's table next to the poster's numbers")
     summarize.add_argument("folder", help="a recipe's --out folder (or any folder of runs)")
@@ -93,16 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    from .loop import train
-
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The `TrainConfig` fields the user set on the command line."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if not args.resume:
-        missing = [f"--{name}" for name in ("method", "model", "dataset") if name not in given]
-        if missing:
-            raise TrainersError(f"{', '.join(missing)} required (python -m trainers train --help lists them)")
+    return {k: v for k, v in vars(args).items() if k in fields}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .loop import RESUME_OVERRIDES, train
+
+    given = _given(args)
+    if args.resume and args.overwrite:
+        raise TrainersError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+                            "--overwrite replaces it")
+    required = ("out",) if args.resume else ("method", "model", "dataset", "out")
+    missing = [flag(name) for name in required if name not in given]
+    if missing:
+        raise TrainersError(f"{', '.join(missing)} required (python -m trainers train --help lists the options)")
+    if args.resume:
+        fixed = [flag(name) for name in given if name not in (*RESUME_OVERRIDES, "out")]
+        if fixed:
+            raise TrainersError(f"{', '.join(fixed)} cannot change on --resume (the run's config.json holds it); "
+                                f"--resume accepts {', '.join(flag(n) for n in RESUME_OVERRIDES)}")
     config = TrainConfig(**{"method": "", "model": "", "dataset": "", **given})
+    check_fields(config)
     results = train(config, resume=args.resume, overwrite=args.overwrite)
     print(_one_line(results))
 
@@ -117,8 +144,7 @@ def _one_line(results: dict) -> str:
 def _recipe(args: argparse.Namespace) -> None:
     from .recipes import run_recipe
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "figure", "seeds", "out")}
-    run_recipe(args.figure, seeds=args.seeds, out=Path(args.out), overrides=overrides)
+    run_recipe(args.figure, seeds=args.seeds, out=Path(args.out), overrides=_given(args))
 
 
 def _summarize(args: argparse.Namespace) -> None:
@@ -142,29 +168,61 @@ def _methods(args: argparse.Namespace) -> None:
         print(f"{name:14s} {method.summary}{teacher}")
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import parse_eps
-    from .robustness import evaluate_run
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise TrainersError(f"{name} must be a positive integer, got {value}")
 
-    subset = args.autoattack_subset.split(",") if args.autoattack_subset else None
-    evaluation = evaluate_run(args.path, attacks=[a for a in args.attacks.split(",") if a], eps=parse_eps(args.eps),
-                              n=args.n, batch_size=args.batch_size, device=args.device, sweep=args.sweep,
-                              attacks_to_run=subset)
-    for key, entry in evaluation["results"].items():
-        breakdown = entry.get("breakdown")
-        detail = f"  ({', '.join(f'{k} {v:.2f}' for k, v in breakdown.items())})" if breakdown else ""
-        print(f"{key}: {entry['accuracy']:.2f}%{detail}")
-    for key, sweep in evaluation["sweeps"].items():
-        pairs = ", ".join(f"{e} {a:.2f}" for e, a in zip(sweep["eps_labels"], sweep["accuracy"]))
-        print(f"{key}: {pairs}")
-    for flag in evaluation["flags"]:
-        print(f"WARNING {flag['flag']}: {flag['message']}")
+
+def _writable_run(path: str, device: str) -> RunFolder:
+    """The run folder an evaluation or attribution of ``path`` writes into, after checking its checkpoint.
+
+    The checkpoint is read (and its model rebuilt) before anything is written, so a bad one is refused
+    without a trace; the caller then holds the folder's writer lock while it writes.
+    """
+    from .restore import restore
+
+    if device.startswith("cuda") and not torch_cuda_available():
+        raise TrainersError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return RunFolder(restore(path, "cpu").run_dir)
+
+
+def torch_cuda_available() -> bool:
+    """Whether CUDA is usable (torch imported only when asked)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import ATTACKS, STANDARD_AUTOATTACK, parse_eps
+    from .robustness import evaluate_run, evaluation_lines
+
+    eps = parse_eps(args.eps)
+    attacks = [a for a in args.attacks.split(",") if a]
+    if not attacks:
+        raise TrainersError("--attacks is empty; give some of: " + ", ".join(ATTACKS))
+    for attack in attacks:
+        ATTACKS.get(attack)
+    subset = [a for a in args.autoattack_subset.split(",") if a] if args.autoattack_subset else None
+    unknown = sorted(set(subset or ()) - set(STANDARD_AUTOATTACK))
+    if unknown or subset == []:
+        raise TrainersError(f"--autoattack-subset {args.autoattack_subset!r}: expected some of: "
+                            + ", ".join(STANDARD_AUTOATTACK))
+    _positive("--n", args.n)
+    _positive("--batch-size", args.batch_size)
+    with _writable_run(args.path, args.device).writing():
+        evaluation = evaluate_run(args.path, attacks=attacks, eps=eps, n=args.n, batch_size=args.batch_size,
+                                  device=args.device, sweep=args.sweep, attacks_to_run=subset)
+    print("\n".join(evaluation_lines(evaluation)))
 
 
 def _attribute(args: argparse.Namespace) -> None:
     from .attribution import attribute_run
 
-    folder = attribute_run(args.path, images=args.images, methods=tuple(args.methods.split(",")), device=args.device)
+    _positive("--images", args.images)
+    with _writable_run(args.path, args.device).writing():
+        folder = attribute_run(args.path, images=args.images, methods=tuple(args.methods.split(",")),
+                               device=args.device)
     print(f"attributions written to {folder}")
 
 
@@ -174,10 +232,10 @@ COMMANDS = {"train": _train, "recipe": _recipe, "summarize": _summarize, "downlo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         COMMANDS[args.command](args)
-    except TrainersError as exc:
+    except (TrainersError, GradscopeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

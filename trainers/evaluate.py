@@ -2,16 +2,17 @@
 
 `robust_accuracy` is the entry point for any ``nn.Module`` that maps [0, 1] images to logits. The
 loop's per-epoch `accuracy` and `pgd_accuracy` keep their counts on the device (one sync per set).
-AutoAttack is Croce & Hein's standard version from the ``pyautoattack`` package, run in float32.
+Everything here runs in float32 — model selection and final scores included; bf16 autocast is for
+training steps only. AutoAttack is Croce & Hein's standard version from the ``pyautoattack`` package.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,45 +21,39 @@ from torch import nn
 
 from .attacks import pgd
 from .errors import TrainersError
-from .progress import progress
+from .labels import STANDARD_AUTOATTACK
+from .progress import forward_calls, progress, tracked
 from .registry import Registry
 
-STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")  # the standard L∞ version, in its order
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _autocast(device: torch.device, bf16: bool) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
-def accuracy(model: nn.Module, batches: Batches, *, bf16: bool = False) -> float:
-    """Top-1 accuracy in percent of ``model`` (put in eval mode) on clean batches."""
+def accuracy(model: nn.Module, batches: Batches) -> float:
+    """Top-1 accuracy in percent of ``model`` (put in eval mode) on clean batches, in float32."""
     model.eval()
     correct, seen = None, 0
     with torch.no_grad():
-        for x, y in batches:
-            with _autocast(x.device, bf16):
-                hits = (model(x).argmax(1) == y).sum()
+        for x, y in tracked(batches, "clean accuracy"):
+            hits = (model(x).argmax(1) == y).sum()
             correct = hits if correct is None else correct + hits
             seen += len(y)
-    return 100.0 * float(correct) / seen if seen else float("nan")
+    return 100.0 * float(correct) / seen if correct is not None and seen else float("nan")
 
 
 def pgd_accuracy(model: nn.Module, batches: Batches, *, eps: float = 8 / 255, step_size: float = 2 / 255,
-                 steps: int = 10, seed: int = 0, bf16: bool = False) -> float:
-    """Top-1 accuracy in percent under an L∞ PGD attack (random start seeded by ``seed``)."""
+                 steps: int = 10, seed: int = 0) -> float:
+    """Top-1 accuracy in percent under an L∞ PGD attack (random start seeded by ``seed``), in float32."""
     model.eval()
     correct, seen, generator = None, 0, None
-    for x, y in batches:
+    for x, y in tracked(batches, f"PGD-{steps} at ε {eps * 255:.3g}/255"):
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(seed)
-        with _autocast(x.device, bf16):
-            x_adv = pgd(model, x, y, eps, step_size, steps, random_start=True, generator=generator)
-            with torch.no_grad():
-                hits = (model(x_adv).argmax(1) == y).sum()
+        x_adv = pgd(model, x, y, eps, step_size, steps, random_start=True, generator=generator)
+        with torch.no_grad():
+            hits = (model(x_adv).argmax(1) == y).sum()
         correct = hits if correct is None else correct + hits
         seen += len(y)
-    return 100.0 * float(correct) / seen if seen else float("nan")
+    return 100.0 * float(correct) / seen if correct is not None and seen else float("nan")
 
 
 def check_eps(eps: float) -> float:
@@ -92,6 +87,7 @@ def autoattack_breakdown(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, batch_size: int = 256,
     attacks_to_run: Sequence[str] = STANDARD_AUTOATTACK, seed: int = 0, state_path: Path | None = None,
     show_progress: bool = False, examples: torch.Tensor | None = None, seconds: dict[str, float] | None = None,
+    state_key: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Robust accuracy (percent) after each attack of AutoAttack, applied in turn to the points still robust.
 
@@ -101,6 +97,11 @@ def autoattack_breakdown(
     each the accuracy after that attack (the last is AutoAttack's robust accuracy). When
     ``examples`` (shaped like ``x``) is given, the adversarial images that fooled the model are
     written into it; ``seconds`` (a dict) receives each attack's time in this call.
+
+    The resume state is used only if it was saved for the same images, attacks, ε, seed and batch
+    size, the same weights (a sha256 of the model's state dict) and the same ``state_key`` (the
+    checkpoint's provenance, `trainers.provenance`); anything else starts afresh, so a retrained
+    model never inherits another model's robust flags.
     """
     from pyautoattack import AutoAttack
 
@@ -112,7 +113,9 @@ def autoattack_breakdown(
     model = model.float().eval()
     attack = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=seed, device=device)
     attack.verbose = False
-    state = _AttackState.load(state_path, len(y), list(attacks_to_run), eps)
+    settings = {"n": len(y), "attacks": list(attacks_to_run), "eps": eps, "seed": seed, "batch_size": batch_size,
+                "weights_sha256": weights_sha256(model), "key": dict(state_key or {})}
+    state = _AttackState.load(state_path, settings)
     if state.robust is None:
         with torch.no_grad():
             preds = torch.cat([model(xb).argmax(1).cpu() for xb, _ in _batches(x, y, batch_size, device)])
@@ -131,7 +134,8 @@ def autoattack_breakdown(
             for start in range(state.position, len(state.queue), batch_size):
                 index = torch.tensor(state.queue[start:start + batch_size])
                 xb, yb = x[index].to(device).float(), y[index].to(device)
-                x_adv, _ = attack.run_standard_evaluation(xb, yb, batch_size=len(index))
+                with forward_calls(model, f"{name} model calls"):
+                    x_adv, _ = attack.run_standard_evaluation(xb, yb, batch_size=len(index))
                 with torch.no_grad():
                     fooled = (model(x_adv).argmax(1) != yb).cpu()
                 for i in index[fooled].tolist():
@@ -161,11 +165,15 @@ class _AttackState:
         self.position = 0  # how far into the queue
 
     @classmethod
-    def load(cls, path: Path | None, n: int, attacks: list[str], eps: float) -> _AttackState:
-        state = cls(path, {"n": n, "attacks": attacks, "eps": eps})
+    def load(cls, path: Path | None, settings: dict[str, Any]) -> _AttackState:
+        """The state saved at ``path`` if it was saved with exactly ``settings``, else a fresh one."""
+        state = cls(path, json.loads(json.dumps(settings)))  # JSON-normalised, to compare with what is read
         if path is not None and path.exists():
-            saved = json.loads(path.read_text())
-            if saved.get("settings") == state.settings:
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                saved = None  # a torn or foreign file: start afresh, it is overwritten on the first save
+            if isinstance(saved, dict) and saved.get("settings") == state.settings:
                 state.robust, state.accuracy = saved["robust"], saved["accuracy"]
                 state.queue, state.position = saved["queue"], saved["position"]
         return state
@@ -177,6 +185,16 @@ class _AttackState:
         tmp.write_text(json.dumps({"settings": self.settings, "robust": self.robust, "accuracy": self.accuracy,
                                    "queue": self.queue, "position": self.position}))
         os.replace(tmp, self.path)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hex sha256 over the model's state dict (names, dtypes, shapes and bytes): which weights were attacked."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, **options: Any) -> float:

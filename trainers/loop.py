@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,16 +24,19 @@ from torch.nn.parallel import DistributedDataParallel
 import gradscope
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import SCHEDULES, TrainConfig, fill, preset_for, validate
+from .config import SCHEDULES, TrainConfig, check_fields, fill, preset_for, validate
 from .data import DataSplits, DeviceLoader, load_data
 from .distributed import World, all_sum, init_world, leave_world
 from .errors import TrainersError
 from .evaluate import accuracy, pgd_accuracy
-from .methods import METHODS, Hyper, Method
+from .methods import METHODS, Hyper, Method, settle_loss_options, with_epoch
 from .models import MODELS, build_model, count_parameters
+from .presets import DEFAULT_PRESET
 from .progress import progress
+from .provenance import results_provenance
+from .record_warmup import warm_after_training
 from .run_folder import RunFolder
-from .schedules import build_scheduler
+from .schedules import add_warmup, build_scheduler
 from .teachers import load_teacher
 
 RESUME_OVERRIDES = ("epochs", "device", "progress", "patience")
@@ -49,13 +53,14 @@ def resolve(config: TrainConfig, data: DataSplits | None = None) -> Method:
     method = METHODS.get(config.method)
     MODELS.get(config.model)
     if config.schedule_preset is None:
-        config.schedule_preset = preset_for(config.model, method.adversarial)
+        config.schedule_preset = preset_for(config.model, method.schedule)
     fill(config, SCHEDULES[config.schedule_preset])
+    settle_loss_options(config, method)
     if data is not None:
         config.num_classes = data.info.num_classes
         config.in_shape = list(data.info.shape)
     if config.num_classes is not None:
-        fill(config, method.resolve_defaults(config.num_classes))
+        fill(config, method.resolve_defaults(config.num_classes, config.preset or DEFAULT_PRESET))
     if method.teacher and not config.teacher:
         raise TrainersError(f"method {method.name} needs a teacher checkpoint: pass --teacher PATH")
     if config.teacher and not method.teacher:
@@ -67,7 +72,7 @@ def resolve(config: TrainConfig, data: DataSplits | None = None) -> Method:
 
 def hyper_of(config: TrainConfig) -> Hyper:
     """The method hyperparameters of a resolved config."""
-    return Hyper(**{name: getattr(config, name) for name in Hyper.__dataclass_fields__})
+    return Hyper.from_config(config)
 
 
 @dataclass
@@ -92,14 +97,15 @@ def train(
         stop_after: stop after this many epochs of this call, as an interruption would (for tests).
     """
     folder = RunFolder(Path(config.out))
+    folder.check_claimable(resume=resume, overwrite=overwrite)
     if resume:
-        folder.claim(resume=True, overwrite=False)
-        stored = TrainConfig.from_json(folder.read_config())
+        stored = folder.read_train_config()
         for name in RESUME_OVERRIDES:
             given = getattr(config, name)
             if given is not None and given != getattr(TrainConfig, name, None):
                 setattr(stored, name, given)
         config = stored
+    check_fields(config)
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainersError(f"--device {config.device}: no CUDA device is available here; use --device cpu")
     world, device = init_world(config.device)
@@ -113,9 +119,11 @@ def _train(
     config: TrainConfig, folder: RunFolder, world: World, device: torch.device, resume: bool, overwrite: bool,
     stop_after: int | None,
 ) -> dict[str, Any]:
-    resolve(config)  # validates names before the data are read
-    if world.is_main and not resume:
-        folder.claim(resume=False, overwrite=overwrite)
+    """Validate everything (names, ranges, data, model, teacher), then claim the folder and train.
+
+    Nothing is created before the last check passed, so a refused run leaves no trace.
+    """
+    resolve(config)  # names and ranges before the data are read
     data = load_data(config.dataset, root=Path(config.data_dir), download=config.download,
                      val_size=config.val_size or 0, train_subset=config.train_subset, seed=config.seed)
     method = resolve(config, data)
@@ -123,7 +131,6 @@ def _train(
         data.test = data.test.subset(torch.arange(min(config.test_subset, len(data.test))))
     if config.batch_size % world.world_size:
         raise TrainersError(f"--batch-size {config.batch_size} does not split over {world.world_size} processes")
-
     torch.manual_seed(config.seed)
     info = data.info
     net = build_model(config.model, in_shape=info.shape, num_classes=info.num_classes, mean=info.mean,
@@ -131,6 +138,18 @@ def _train(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     teacher = load_teacher(config, method, net, info, device) if method.teacher else None
+    lock = folder.claim(resume=resume, overwrite=overwrite) if world.is_main else None
+    try:
+        return _train_claimed(config, folder, world, device, resume, stop_after, data, method, net, teacher)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_claimed(config: TrainConfig, folder: RunFolder, world: World, device: torch.device, resume: bool,
+                   stop_after: int | None, data: DataSplits, method: Method, net: nn.Module,
+                   teacher: nn.Module | None) -> dict[str, Any]:
+    info = data.info
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = build_scheduler(optimizer, config)
@@ -156,13 +175,14 @@ def _train(
     if config.record:
         recorder = gradscope.record(
             model, folder.record, optimizer=optimizer, every=config.record_every,
-            tags=_record_tags(config), append=resume and (folder.record / "meta.json").exists(),
+            tags=_record_tags(config), append=resume and folder.has_record(),
             start_step=state.step,
         )
     per_rank = config.batch_size // world.world_size
     train_batches = DeviceLoader(data.train, info, per_rank, device=device, train=True, seed=config.seed,
                                  channels_last=config.channels_last, rank=world.rank,
                                  world_size=world.world_size)
+    add_warmup(optimizer, scheduler, config.warmup_epochs, len(train_batches))
     evaluation = {
         name: DeviceLoader(split, info, config.eval_batch_size, device=device, train=False, seed=config.seed,
                            channels_last=config.channels_last)
@@ -182,7 +202,8 @@ def _train(
                 model.train()
                 with progress(total=len(train_batches), desc=f"epoch {state.epoch + 1}", unit="batch",
                               leave=False, enabled=config.progress and world.is_main) as batch_bar:
-                    totals = _run_epoch(model, method, teacher, train_batches, optimizer, hyper, autocast, batch_bar)
+                    totals = _run_epoch(model, method, teacher, train_batches, optimizer,
+                                        with_epoch(hyper, state.epoch), autocast, batch_bar)
                 state.step += len(train_batches)
                 scheduler.step()
                 state.epoch += 1
@@ -193,13 +214,15 @@ def _train(
                 row["time_s"] = time.perf_counter() - started
                 _select(state, row, config)
                 if world.is_main:
+                    # Record, metrics, then the checkpoint that commits the epoch: a crash anywhere
+                    # resumes from the previous checkpoint and rewrites whatever came after it.
+                    if recorder is not None:
+                        recorder.flush()
                     folder.append_metrics(row)
                     checkpoint = _checkpoint(net, optimizer, scheduler, state, config)
                     if state.best_epoch == state.epoch and config.select_on != "last":
                         save_checkpoint(folder.best, checkpoint)
                     save_checkpoint(folder.last, checkpoint)
-                    if recorder is not None:
-                        recorder.flush()
                 epoch_bar.set_postfix({k: round(v, 3) for k, v in row.items() if k.endswith(("loss", "acc"))})
                 epoch_bar.update()
                 epochs_run += 1
@@ -213,6 +236,9 @@ def _train(
     results = _final_results(net, evaluation, config, method, folder, state)
     if world.is_main:
         folder.results.write_text(json.dumps(results, indent=2) + "\n")
+        if config.record and config.progress:  # seconds for a long record: say so rather than go quiet
+            print(f"{folder.root}: caching the gradient record's views for the dashboard ...", file=sys.stderr)
+        warm_after_training(folder)
     return results
 
 
@@ -246,13 +272,13 @@ def _evaluate(net: nn.Module, loaders: dict[str, DeviceLoader], config: TrainCon
               method: Method) -> dict[str, float]:
     """Clean accuracy of every split, and PGD accuracy on validation for adversarial methods.
 
-    The validation attack's random start is the same every epoch, so epochs compare fairly.
+    The validation attack's random start is the same every epoch, so epochs compare fairly. Always in
+    float32: ``--bf16`` is for training steps only, so model selection is never made in bf16.
     """
-    row = {f"{name}_acc": accuracy(net, loader, bf16=config.bf16) for name, loader in loaders.items()}
+    row = {f"{name}_acc": accuracy(net, loader) for name, loader in loaders.items()}
     if method.adversarial and "val" in loaders:
         row["val_pgd_acc"] = pgd_accuracy(net, loaders["val"], eps=config.eps or 0.0, step_size=config.step_size or 0.0,
-                                          steps=config.eval_pgd_steps, seed=config.seed,
-                                          bf16=config.bf16)
+                                          steps=config.eval_pgd_steps, seed=config.seed)
     return row
 
 
@@ -282,15 +308,20 @@ def _final_results(net: nn.Module, loaders: dict[str, DeviceLoader], config: Tra
     last_state = {k: v.clone() for k, v in net.state_dict().items()}
     for name, weights in candidates.items():
         net.load_state_dict(weights)
-        scores: dict[str, Any] = {"test_acc": accuracy(net, test, bf16=config.bf16) if test else None}
+        scores: dict[str, Any] = {"test_acc": accuracy(net, test) if test else None}
         if method.adversarial and test is not None:
-            scores["test_pgd20_acc"] = pgd_accuracy(net, test, seed=config.seed, bf16=config.bf16, **FINAL_PGD)
+            scores["test_pgd20_acc"] = pgd_accuracy(net, test, seed=config.seed, **FINAL_PGD)
         evaluated[name] = scores
     net.load_state_dict(last_state)
+    files = {"last": folder.last, "best": folder.best if "best" in candidates else folder.last}
+    provenance = results_provenance(folder.root, files, dataset=config.dataset, n=test.num_images if test else 0,
+                                    attacks=["clean", "pgd-20"] if method.adversarial else ["clean"],
+                                    eps=FINAL_PGD["eps"] if method.adversarial else 0.0, seed=config.seed,
+                                    batch_size=config.eval_batch_size)
     return {
         "method": config.method, "model": config.model, "dataset": config.dataset, "seed": config.seed,
         "epochs": state.epoch, "steps": state.step, "best_epoch": state.best_epoch if config.select_on != "last"
         else state.epoch, "select_on": config.select_on,
         "parameters": count_parameters(net), "parameters_without_biases": count_parameters(net, biases=False),
-        "last": evaluated["last"], "best": evaluated.get("best", evaluated["last"]),
+        "last": evaluated["last"], "best": evaluated.get("best", evaluated["last"]), "provenance": provenance,
     }

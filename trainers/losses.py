@@ -6,9 +6,9 @@ temperature, a the virtual teacher's correct-class probability, K the number of 
 
 Every KL term here is a *batch mean*: the sum over classes, averaged over the batch
 (``F.kl_div(..., reduction="batchmean")``), which is the KL divergence as defined. Yuan et al.'s
-published Tf-KD code (used by the poster) takes ``nn.KLDivLoss()``'s default element-wise mean
+published Tf-KD code and the poster's notebook take ``nn.KLDivLoss()``'s default element-wise mean
 instead, i.e. the batch-mean KL divided by K; their ``multiplier`` therefore equals ours times K
-(`multiplier_from_elementwise`).
+(`multiplier_from_elementwise`). `trainers.presets` sets the scales.
 """
 
 from __future__ import annotations
@@ -48,19 +48,22 @@ def kd_loss(
     alpha: float,
     temperature: float,
     multiplier: float = 1.0,
+    temperature_squared: bool = True,
 ) -> torch.Tensor:
     r"""Hinton et al.'s distillation loss, L = (1-α) H(q, p) + α · m · τ² · KL(p^t_τ ‖ p_τ).
 
     The τ² factor keeps the soft term's gradients on the scale of the hard term's as τ changes
     (Hinton et al., 2015, section 2). ``multiplier`` m (default 1) is the extra weight Yuan et al.'s
-    Tf-KD-self configurations put on the KL term. The teacher's logits are detached.
+    Tf-KD-self configurations put on the KL term. ``temperature_squared=False`` drops τ², as the
+    poster's notebook did. The teacher's logits are detached.
     """
     _check_unit("alpha", alpha)
     _check_temperature(temperature)
     hard = F.cross_entropy(student_logits.float(), labels)
     teacher = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
     soft = soft_kl(teacher, student_logits, temperature)
-    return (1.0 - alpha) * hard + alpha * multiplier * temperature**2 * soft
+    scale = temperature**2 if temperature_squared else 1.0
+    return (1.0 - alpha) * hard + alpha * multiplier * scale * soft
 
 
 def virtual_teacher(labels: torch.Tensor, num_classes: int, a: float, temperature: float) -> torch.Tensor:
@@ -104,11 +107,10 @@ def tfkd_reg_loss(
 ) -> torch.Tensor:
     r"""Tf-KD-reg: L = (1-α) H(q, p) + α · m · KL(p^d_τ ‖ p_{τ_s}).
 
-    The poster writes the soft term as KL(p^d_τ, p_τ). Yuan et al.'s published implementation, with
-    which the poster's models were trained, keeps the student at temperature 1 (τ_s = 1: the
-    temperature only softens the virtual teacher) and has no τ² factor; that is the default here.
-    ``student_temperature=temperature`` gives the poster's literal notation (its original notebook
-    did so), still without τ².
+    The poster writes the soft term as KL(p^d_τ, p_τ). Yuan et al.'s published implementation keeps
+    the student at temperature 1 (τ_s = 1: the temperature only softens the virtual teacher) and has
+    no τ² factor; that is the default here. ``student_temperature=temperature`` gives the poster's
+    notation, which its notebook ran (still without τ²); `trainers.presets` chooses between them.
     """
     _check_unit("alpha", alpha)
     _check_temperature(student_temperature)

@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import DataSplits, load_data
 from .errors import TrainersError
 from .models import build_model
+from .run_folder import CHECKPOINT_FOLDER, RunFolder
 
 
 @dataclass
@@ -35,13 +36,14 @@ def checkpoint_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(checkpoint file, run folder) for a run folder (its best, else last checkpoint) or a file."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / "checkpoints" / name).exists():
-                return path / "checkpoints" / name, path
-        raise TrainersError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt")
+        folder = RunFolder(path)
+        found = folder.preferred_checkpoint()
+        if found is None:
+            raise TrainersError(f"{path} holds no {folder.name_of(folder.best)} or {folder.name_of(folder.last)}")
+        return found, path
     if not path.exists():
         raise TrainersError(f"{path} does not exist; give a run folder or a checkpoint file")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_FOLDER else path.parent
     return path, run_dir
 
 
@@ -52,20 +54,20 @@ def restore(path: str | os.PathLike[str], device: torch.device | str = "cpu") ->
     """
     file, run_dir = checkpoint_path(path)
     saved = load_checkpoint(file, map_location=device)
-    config = TrainConfig.from_json(saved["config"])
-    shape, mean, std = _input_spec(saved)
+    config = checkpoint_config(saved, file)
+    shape, mean, std = _input_spec(saved, config)
     model = build_model(config.model, in_shape=shape, num_classes=config.num_classes or 10, mean=mean, std=std,
                         width=config.width)
     load_weights(model, saved["model"], f"{file} does not fit a {config.model} (width {config.width})")
     return Restored(model.to(device).float().eval(), config, file, run_dir)
 
 
-def _input_spec(saved: dict) -> tuple[tuple[int, ...], list[float], list[float]]:
+def _input_spec(saved: dict, config: TrainConfig) -> tuple[tuple[int, ...], list[float], list[float]]:
     """Input shape (from the config, else the data set) and normalisation (from the Normalize buffers)."""
-    state, config = saved["model"], saved["config"]
-    if "normalize.mean" not in state:
+    state = saved["model"]
+    if "normalize.mean" not in state or "normalize.std" not in state:
         raise TrainersError("the checkpoint has no normalize buffers: not a trainers model")
-    shape = config.get("in_shape") or data_of(TrainConfig.from_json(config)).info.shape
+    shape = config.in_shape or data_of(config).info.shape
     return tuple(shape), state["normalize.mean"].flatten().tolist(), state["normalize.std"].flatten().tolist()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import checkpoint_config, load_checkpoint, load_weights
 from .config import TrainConfig
 from .data import DatasetInfo
 from .errors import TrainersError
@@ -51,7 +51,7 @@ def load_teacher(config: TrainConfig, method: Method, student: nn.Module, info: 
     """The frozen teacher for ``method``: eval mode, no gradients, checked against its rules."""
     assert config.teacher is not None
     saved = load_checkpoint(config.teacher, map_location=device)
-    teacher_cfg = TrainConfig.from_json(saved["config"])
+    teacher_cfg = checkpoint_config(saved, config.teacher)
     if teacher_cfg.num_classes not in (None, info.num_classes):
         raise TrainersError(f"teacher {config.teacher} predicts {teacher_cfg.num_classes} classes "
                             f"({teacher_cfg.dataset}); {config.dataset} has {info.num_classes}")

@@ -1,4 +1,4 @@
-"""Training throughput of a CIFAR ResNet18 step: ``python -m trainers.bench``.
+"""Training throughput of a CIFAR ResNet18 step: ``python benchmarks/training_throughput.py``.
 
 Side by side in one process, for ``baseline`` (cross-entropy) and ``at`` (PGD-7 adversarial
 training), it times:
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DatasetInfo, DeviceLoader, Split
-from .methods import METHODS, Hyper
-from .models import build_model
+from trainers.data import DatasetInfo, DeviceLoader, Split
+from trainers.methods import METHODS, Hyper
+from trainers.models import build_model
 
 CIFAR = DatasetInfo("cifar10", 10, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True)
 SCHEDULE_IMAGES = {"baseline": 200 * 50_000, "at": 50 * 49_000}
@@ -144,7 +144,7 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line."""
-    parser = argparse.ArgumentParser(prog="python -m trainers.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/training_throughput.py", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=["baseline", "at"])
     parser.add_argument("--batch-size", type=int, default=128)
