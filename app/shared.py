@@ -10,7 +10,6 @@ import csv
 import functools
 import io
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,20 +78,6 @@ def check_choice(kind: str, value: object, accepted: Sequence[str]) -> None:
     """Raise `AppError` naming ``value`` and the accepted ones unless ``value`` is among them."""
     if not isinstance(value, str) or value not in accepted:
         raise AppError(f"unknown {kind} {value!r}; expected one of: {', '.join(map(str, accepted))}")
-
-
-def best_value(run: RunLike, key: str) -> float | None:
-    """``results.json``'s best-model value of ``key``: the number the poster's tables report."""
-    best = (run.results or {}).get("best") if isinstance(run.results, dict) else None
-    value = best.get(key) if isinstance(best, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def mean_and_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    """Mean and sample std (None for the std of one seed, None for both with none)."""
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def finite_number(value: float) -> float | None:

@@ -75,9 +75,11 @@ def test_layer_series_bins_and_smooths_a_real_record(trained):
         page.layer_series(record, "stage", "l2", names=["layer9"])
 
     fig = page.series_figure({"a": series, "b": series}, log_y=True, stat="l2", level="stage")
-    assert len(fig.data) == 2 * len(names) * 3  # band, raw, smoothed per (run, group): binned
+    assert len(fig.data) == 2 * len(names) * 2  # binned: the min-max band and the smoothed curve per (run, group)
+    assert {t.name.rsplit(" ", 1)[-1] for t in fig.data if not t.showlegend and t.fill} == {"min–max"}
     exact = page.layer_series(record, "stage", "l2", names=["layer1"])
-    assert len(page.series_figure({"a": exact}).data) == 2  # no band when nothing is binned
+    unbinned = page.series_figure({"a": exact}).data
+    assert len(unbinned) == 2 and unbinned[0].name.endswith(" raw")  # no band: the raw curve, faded
     assert_titled(fig)
 
 

@@ -133,3 +133,27 @@ def test_a_malformed_provenance_is_never_current():
     assert freshness({"provenance": good}, now) is None
     for key, bad in (("n", "ten"), ("attacks", "clean"), ("precision", "fp8"), ("indices", [1.5]), ("seed", True)):
         assert "no valid checkpoint fingerprint" in freshness({"provenance": {**good, key: bad}}, now), key
+
+
+def test_a_checkpoint_digest_is_kept_beside_it_and_trusted_only_for_the_same_file(tmp_path):
+    import hashlib
+    import os
+
+    from trainers import provenance
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"weights v1")
+    digest = provenance.file_sha256(ckpt)
+    assert digest == hashlib.sha256(b"weights v1").hexdigest()
+    sidecar = tmp_path / "best.pt.sha256"
+    assert sidecar.read_text().split()[0] == digest
+
+    provenance._digests.clear()  # a fresh process: the digest comes from the sidecar, not from the bytes
+    sidecar.write_text(sidecar.read_text().replace(digest, "f" * 64))
+    assert provenance.file_sha256(ckpt) == "f" * 64
+
+    provenance._digests.clear()  # the file changed (size and mtime): the sidecar is ignored and rewritten
+    ckpt.write_bytes(b"weights version 2")
+    os.utime(ckpt, ns=(1, 1))
+    assert provenance.file_sha256(ckpt) == hashlib.sha256(b"weights version 2").hexdigest()
+    assert sidecar.read_text().split()[0] == hashlib.sha256(b"weights version 2").hexdigest()

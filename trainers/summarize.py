@@ -33,7 +33,7 @@ from .labels import is_standard_autoattack, robust_label
 from .provenance import fingerprints, freshness, is_current, provenance_of, referenced_files, same_images
 from .recipes import RECIPES, RunSpec
 from .references import ReferencePoint, literature_point, poster_dataset, poster_numbers, reference_points
-from .run_folder import RunFileError, RunFolder
+from .run_folder import CONFIG_FILE, RunFileError, RunFolder
 
 ROBUST_EPS_LABEL = "8/255"  # the poster's (and RobustBench's) L∞ budget for CIFAR-10
 CHECKPOINT_FILES = ("checkpoints/best.pt", "checkpoints/last.pt")  # in the order a run reports them
@@ -551,7 +551,7 @@ def poster_tables(runs: Iterable[RunResults]) -> list[PosterTable]:
 def collect(folder: Path) -> tuple[list[RunResults], list[str]]:
     """Every run under ``folder`` with a ``config.json`` (any depth), and one line per run that could not be read."""
     runs, problems = [], []
-    for config in sorted(folder.rglob("config.json")):
+    for config in sorted(folder.rglob(CONFIG_FILE)):
         root = config.parent
         run_id = root.relative_to(folder).as_posix()
         try:
@@ -641,20 +641,3 @@ def summarize(folder: Path) -> str:
         blocks.append("\n".join(["left out (stale or unreadable; evaluate or retrain to refresh):", *stale,
                                  *(f"  {p}" for p in problems)]))
     return "\n\n".join(blocks)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Kept for the dashboard until it reads the rows above (see the module docstring); not used here.
-
-MEASURED_AS = {"test_acc": ("test_acc", "clean"), "autoattack_acc": ("autoattack_acc", "AutoAttack")}
-FALLBACK = {"autoattack_acc": ("test_pgd20_acc", "PGD-20 (fallback: AutoAttack not run)")}
-
-
-def autoattack_accuracy(evaluation: Mapping[str, Any], eps_label: str = ROBUST_EPS_LABEL) -> float | None:
-    """Deprecated (no staleness check: it cannot see the checkpoints); use `headline`.
-
-    The standard AutoAttack accuracy at ``eps_label`` on the most images, else None.
-    """
-    entries = [e for e in (evaluation.get("results") or {}).values()
-               if e.get("attack") == "autoattack" and e.get("eps_label") == eps_label and is_standard_autoattack(e)]
-    return float(max(entries, key=lambda e: e.get("n", 0))["accuracy"]) if entries else None

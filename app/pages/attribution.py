@@ -50,7 +50,7 @@ def attribution_panels(run: RunLike) -> dict[str, Any] | None:
     """
     from trainers.attribution import display_map
 
-    files = getattr(run, "files", None) or RunFolder(Path(run.path))  # confined to the runs folder by the index
+    files = run_files(run)
     try:
         path = files.within(files.attribution_arrays)
         meta = (files.read_attribution() or {}) if path.is_file() else {}
@@ -168,10 +168,15 @@ _PANELS: OrderedDict[tuple[Any, ...], dict[str, Any] | None] = OrderedDict()
 PANELS_KEPT = 64  # runs whose display maps stay in memory (a few hundred kB each)
 
 
+def run_files(run: RunLike) -> RunFolder:
+    """The run's folder layout, confined to the runs folder when the index made it."""
+    return getattr(run, "files", None) or RunFolder(Path(run.path))
+
+
 def cached_panels(run: RunLike) -> dict[str, Any] | None:
     """`attribution_panels`, computed again only when the run's attribution files change."""
-    folder = Path(run.path) / "attribution"
-    key = (str(folder), *(_signature(folder / name) for name in ("attributions.npz", "meta.json")))
+    files = run_files(run)
+    key = (str(files.attribution), *(_signature(p) for p in (files.attribution_arrays, files.attribution_meta)))
     if key not in _PANELS:
         _PANELS[key] = attribution_panels(run)
         if len(_PANELS) > PANELS_KEPT:
@@ -206,7 +211,7 @@ def image_count(panels: Mapping[str, Mapping[str, Any] | None]) -> int:
 
 def extras(view: View) -> list[Any]:
     """A note naming the runs not attributed yet; the graph's height and the image slider's range."""
-    missing = [r.label for r in view.runs if not (Path(r.path) / "attribution" / "attributions.npz").is_file()]
+    missing = [r.label for r in view.runs if not run_files(r).attribution_arrays.is_file()]
     try:
         panels = panels_of(view)
     except AppError:  # the figure says what is wrong with the files

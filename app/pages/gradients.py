@@ -47,7 +47,7 @@ from ..validate import choice, flags, number, window
 from .base import Control, FigureSpec, Page, View, label_or_none
 
 MAX_DEFAULT_GROUPS = 12  # more lines than this on one plot stop being readable
-SERIES_POINTS = 600  # points per curve: finer than a plot's pixels per run once a dozen runs share it
+SERIES_POINTS = 200  # points per curve: a panel (a third of the card) is ~400 px wide; each bin keeps its min-max band
 SERIES_COLUMNS, SERIES_PANEL_HEIGHT = 3, 230  # the series view: one small panel per run, 3 a row
 STAT_OPTIONS = [{"label": "mean |g|", "value": "mean_abs"}, {"label": "L2", "value": "l2"},
                 {"label": "max |g|", "value": "max_abs"}]
@@ -322,9 +322,10 @@ def series_figure(
     """Gradient statistics over training: one line per (run, group) from `layer_series`.
 
     One small panel per run (`SERIES_COLUMNS` a row), all on one shared y axis, so 5 runs x 6 stages
-    read as 5 panels of 6 lines rather than 30 overlapping ones. Per line: the smoothed curve; the raw
-    (binned) values faded behind it; and, where points are bins of several steps, the band from each
-    bin's min to max, so spikes the mean hides stay visible. Colour follows the group, the same in
+    read as 5 panels of 6 lines rather than 30 overlapping ones. Per line: the smoothed curve, and
+    faded behind it the raw values: where points are bins of several steps, the band from each bin's
+    min to max (spikes the mean hides stay visible; the bin mean is in the hover), else the raw curve.
+    Two traces per line, not three: with a dozen runs the browser's drawing is most of a redraw. Colour follows the group, the same in
     every panel, and each group is in the legend once (clicking it hides that group everywhere). Log y
     by default: gradient statistics span decades (`log_ticks`).
     """
@@ -384,11 +385,12 @@ def series_figure_spec(
                     "fill": "toself", "fillcolor": rgba(line_colour, 0.12), "line": {"width": 0}, "hoverinfo": "skip",
                     "showlegend": False, "legendgroup": name, "name": f"{key} min–max",
                 })
-            traces.append({
-                "type": "scatter", "x": x, "y": finite_or_none(s["value"]), "mode": "lines", **axes,
-                "line": {"color": rgba(line_colour, 0.3), "width": 1}, "hoverinfo": "skip",
-                "showlegend": False, "legendgroup": name, "name": f"{key} raw",
-            })
+            else:  # unbinned: the raw curve, faded behind the smoothed one (binned, the band stands for it)
+                traces.append({
+                    "type": "scatter", "x": x, "y": finite_or_none(s["value"]), "mode": "lines", **axes,
+                    "line": {"color": rgba(line_colour, 0.3), "width": 1}, "hoverinfo": "skip",
+                    "showlegend": False, "legendgroup": name, "name": f"{key} raw",
+                })
             traces.append({
                 "type": "scatter", "x": x, "y": finite_or_none(s["smoothed"]), "mode": "lines", **axes,
                 "line": {"color": line_colour, "width": 2}, "customdata": finite_or_none(s["value"]),
