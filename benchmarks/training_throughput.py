@@ -144,7 +144,8 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line."""
-    parser = argparse.ArgumentParser(prog="python benchmarks/training_throughput.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python benchmarks/training_throughput.py",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--methods", nargs="+", default=["baseline", "at"])
     parser.add_argument("--batch-size", type=int, default=128)

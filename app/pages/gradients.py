@@ -325,9 +325,9 @@ def series_figure(
     read as 5 panels of 6 lines rather than 30 overlapping ones. Per line: the smoothed curve, and
     faded behind it the raw values: where points are bins of several steps, the band from each bin's
     min to max (spikes the mean hides stay visible; the bin mean is in the hover), else the raw curve.
-    Two traces per line, not three: with a dozen runs the browser's drawing is most of a redraw. Colour follows the group, the same in
-    every panel, and each group is in the legend once (clicking it hides that group everywhere). Log y
-    by default: gradient statistics span decades (`log_ticks`).
+    Two traces per line, not three: with a dozen runs the browser's drawing is most of a redraw.
+    Colour follows the group, the same in every panel, and each group is in the legend once (clicking
+    it hides that group everywhere). Log y by default: gradient statistics span decades (`log_ticks`).
     """
     return go.Figure(series_figure_spec(series_by_run, log_y, stat, level, title, normalize))
 
