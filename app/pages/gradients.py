@@ -47,7 +47,7 @@ from ..validate import choice, flags, number, window
 from .base import Control, FigureSpec, Page, View, label_or_none
 
 MAX_DEFAULT_GROUPS = 12  # more lines than this on one plot stop being readable
-SERIES_POINTS = 200  # points per curve: a panel (a third of the card) is ~400 px wide; each bin keeps its min-max band
+SERIES_POINTS = 120  # per curve: a panel is a third of the card (~400 px); each bin keeps its min-max band
 SERIES_COLUMNS, SERIES_PANEL_HEIGHT = 3, 230  # the series view: one small panel per run, 3 a row
 STAT_OPTIONS = [{"label": "mean |g|", "value": "mean_abs"}, {"label": "L2", "value": "l2"},
                 {"label": "max |g|", "value": "max_abs"}]
