@@ -24,7 +24,7 @@ from plotly.io.json import to_json_plotly
 import gradscope
 from app.pages import gradients
 from app.runs import RunIndex
-from gradscope.store import FRAMES_FILE, Chunk, encode_frame
+from gradscope.store import FRAMES_FILE, META_FILE, Chunk, encode_frame, write_json_atomic, written_extent
 from trainers.models import build_model
 
 RUN_NAMES = ("baseline", "tfkd-reg", "tfkd-self")
@@ -47,6 +47,9 @@ def write_runs(root: Path, runs: int, steps: int) -> None:
                 values = (np.abs(rng.standard_normal((4, n, n_params))) * 1e-2).astype(np.float32)
                 values[3] = 0
                 f.write(encode_frame(Chunk(np.arange(start, start + n), np.zeros(n), np.zeros(n, np.uint8), values)))
+        record = folder / "gradscope"  # say what was written, as a closing recorder does, or readers flag the frames
+        meta = json.loads((record / META_FILE).read_text())
+        write_json_atomic(record / META_FILE, {**meta, "written": written_extent(record / FRAMES_FILE)})
         config = {"method": name, "model": "resnet18", "dataset": "cifar10", "seed": seed, "epochs": 200,
                   "extras": {"recipe": "fig4", "run": name}}
         (folder / "config.json").write_text(json.dumps(config))
