@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import types
 import typing
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 
-class Shape:
+class Shape(ABC):
     """What a JSON value must be; `problem` names the first mismatch, `describe` the expectation."""
 
+    @abstractmethod
     def describe(self) -> str:
         """The expectation in words (``an integer``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def problem(self, value: Any, where: str) -> str | None:
         """The first mismatch of ``value`` at the dotted path ``where`` ("": the whole file), or None."""
-        raise NotImplementedError
 
 
 def _got(value: Any) -> str:
