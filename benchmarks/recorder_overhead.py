@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradscope
+from gradscope import native
 
 RATIO_TARGET = {"cpu": 1.03, "cuda": 1.02}  # gradscope step time / unrecorded step time, at most
 LESS_TARGET = 10.0  # naive loop's added time / gradscope's added time, at least (GPU: 62 syncs avoided)
@@ -423,6 +424,8 @@ def report(config: Config, results: Results) -> str:
         f"{config.rounds} rounds x {config.steps_per_round} steps per variant, interleaved, after "
         f"{config.warmup} warm-up steps; 'alone': the added work on its own, "
         f"median of {ALONE_BLOCKS} x {max(1, config.alone_calls // ALONE_BLOCKS)} calls",
+        f"gradscope's CPU partials: {native.describe()}" if config.device == "cpu" else "gradscope's GPU partials: "
+        "torch._foreach_norm kernels",
         "",
         "variant     median ms    p10 ms    p90 ms   vs none   90% interval   added ms   alone ms",
     ]
@@ -465,6 +468,7 @@ def to_json(config: Config, results: Results) -> dict[str, Any]:
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device_name": torch.cuda.get_device_name() if config.device == "cuda" else "cpu",
+        "cpu_partials": native.describe() if config.device == "cpu" else None,
         "variants": {name: asdict(v) for name, v in results.variants.items()},
         "targets": {
             "ratio_max": results.ratio_target, "ratio": results.ratio_outcome,

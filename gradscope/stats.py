@@ -34,6 +34,12 @@ PARTIALS: tuple[str, ...] = ("sum_sq", "sum_abs", "max_abs", "n_nonfinite")
 SUM_SQ, SUM_ABS = 0, 1  # rows 2 and 3 share MAX_ABS and NONFINITE's index
 CPU_CHUNK = 1 << 22  # elements reduced at once on a CPU: 16 MiB of float32 stays in the L3 cache between passes
 
+# One thread: right after backward the gradients come from memory, which one core already saturates, and
+# torch's OpenMP workers spin for a while after each parallel op, so a second thread of ours waits for a
+# core: measured 2.35 ms alone with one thread against 3.0 ms with two, the naive loop 2.0-2.3 ms
+# (benchmarks/recorder_overhead.py, docs/performance.md). Cache-warm gradients would gain from two.
+CPU_KERNEL_THREADS = 1
+
 PartialsFn = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
@@ -73,7 +79,35 @@ def _cpu_scratch(dtype: torch.dtype) -> torch.Tensor:
 
 
 def cpu_partials(grads: list[torch.Tensor]) -> torch.Tensor:
-    """Partials on a CPU: |g| of each chunk once into a cached buffer, then three reductions of it.
+    """Partials on a CPU: the fused kernel (`gradscope.native`) where it is available, else torch's.
+
+    The kernel reads every element once, on `CPU_KERNEL_THREADS` threads, and accumulates more
+    accurately than the torch path (float32 blocks added into float64). Tensors holding inf or NaN
+    are redone by the torch path, so that ``max_abs`` propagates NaN exactly as documented above.
+    """
+    from . import native  # lazy: building the kernel is for the first recorded step, not for `import gradscope`
+
+    kernel = native.partials_kernel() if grads[0].dtype in native.DTYPES else None
+    if kernel is None:
+        return chunked_partials(grads)
+    dense = [g if g.is_contiguous() or _dense(g) else g.contiguous() for g in grads]
+    values = kernel(dense, threads=CPU_KERNEL_THREADS)
+    if values is None:
+        return chunked_partials(grads)
+    out = torch.from_numpy(values.T.astype(np.float32))
+    broken = np.flatnonzero(values[:, 3])
+    if broken.size:
+        out[:, broken] = chunked_partials([grads[j] for j in broken])
+    return out
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Elements fill one block of memory without gaps (channels-last gradients too): reducible in any order."""
+    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def chunked_partials(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Partials through torch on a CPU: |g| of each chunk once into a cached buffer, three reductions of it.
 
     ``_foreach_norm`` is a plain loop on CPUs with slow order-1 and order-∞ kernels; here each chunk
     of at most `CPU_CHUNK` elements is read from memory once (``abs`` into the buffer) and summed,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import STAT_NAMES, direct_stats
 
-from gradscope import stats
+from gradscope import native, stats
 from gradscope.stats import STATS, aggregate, grad_stats
 
 
@@ -21,9 +21,13 @@ def test_stat_order_is_the_documented_one():
     assert STATS == STAT_NAMES
 
 
-@pytest.fixture(params=["device default", "fused"])
+@pytest.fixture(params=["device default", "torch chunks", "fused"])
 def strategy(request, monkeypatch):
-    """Run `grad_stats` with the CPU strategy and with the fused one GPUs use."""
+    """Run `grad_stats` with the CPU kernel, the CPU torch fallback and the foreach path GPUs use."""
+    if request.param == "device default" and native.partials_kernel() is None:
+        pytest.skip(f"no fused CPU kernel here: {native.describe()}")
+    if request.param == "torch chunks":
+        monkeypatch.setattr(native, "partials_kernel", lambda: None)
     if request.param == "fused":
         monkeypatch.setattr(stats, "PARTIALS_BY_DEVICE", {})
     return request.param
@@ -65,6 +69,7 @@ def test_cpu_chunks_and_empty_tensors_combine_exactly(monkeypatch):
     """A tensor longer than a chunk is reduced piece by piece; the partials must add up to the whole."""
     monkeypatch.setattr(stats, "CPU_CHUNK", 7)
     monkeypatch.setattr(stats, "_scratch", {})
+    monkeypatch.setattr(native, "partials_kernel", lambda: None)  # the torch path chunks; the kernel does not
     gen = torch.Generator().manual_seed(1)
     grads = [torch.randn(50, generator=gen), torch.zeros(0), torch.randn(3, 4, generator=gen), torch.randn(7)]
     grads[0][33] = -9.0
