@@ -18,6 +18,7 @@ runs on every refresh costs a ``stat`` per file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -324,6 +325,25 @@ class RunIndex:
             if record is not None:
                 loaded[info.label if info.label not in loaded else run_id] = record
         return loaded, problems
+
+    def version(self, run_ids: list[str]) -> str:
+        """A digest of the runs' ids, statuses and the signatures of every file a page reads.
+
+        Cheap (a few ``stat`` calls per run, parsed files come from the cache), so live pages can ask
+        on every tick whether anything they show has changed.
+        """
+        parts: list[Any] = []
+        for run_id in run_ids:
+            try:
+                info = self.run(run_id)
+            except RunAccessError:
+                parts.append((run_id, None))
+                continue
+            folder = info.files or RunFolder(info.path, confine=self.root)
+            files = (folder.config, folder.metrics, folder.results, folder.evaluation, folder.attribution_meta,
+                     folder.attribution_arrays, folder.record_meta, folder.record_frames)
+            parts.append((run_id, info.status, [_signature(path) for path in files]))
+        return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
     def forget(self, run_ids: set[str]) -> None:
         """Drop what is cached of runs that are gone."""

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import dash
-from dash import Input, Output, ctx, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from gradscope import GradscopeError, Record
 
@@ -28,6 +28,7 @@ NOTES = "selection-notes"
 TABS = "tabs"
 TICK = "tick"
 COUNT = "run-count"
+VERSION = "selection-version"  # a dcc.Store: changes when the selected runs' files do (live pages redraw on it)
 
 
 class Selection:
@@ -91,15 +92,20 @@ class Selection:
         return [{"label": f"{r.label} — {r.id}", "value": r.id} for r in self.index.scan()]
 
     def picker(self) -> html.Div:
-        """The run picker shown above every page."""
+        """The run picker shown above every page, with the version of what it selects."""
         return html.Div(className="selection", children=[
             html.Label("runs to compare"),
             dcc.Dropdown(id=PICKER, options=self.options(), multi=True,
                          placeholder="pick runs (or tick them in the Runs table)"),
+            dcc.Store(id=VERSION),
         ])
 
+    def version(self, run_ids: Any) -> str:
+        """A short digest of the selected runs and their files: equal while nothing a page shows has changed."""
+        return self.index.version(self.check(run_ids)[0])
+
     def register(self, app: dash.Dash) -> None:
-        """URL <-> picker <-> page tab, and the picker's choices refreshed on every tick."""
+        """URL <-> picker <-> page tab, the selection's version, and the picker's choices refreshed on every tick."""
 
         @app.callback(
             Output(URL, "search"), Output(PICKER, "value"), Output(TABS, "value"), Output(NOTES, "children"),
@@ -113,6 +119,14 @@ class Selection:
                 return no_update, kept, url_page or current, _refusals(refused)
             kept, refused = self.check(selected)
             return self.search(kept, page), no_update, no_update, _refusals(refused)
+
+        @app.callback(Output(VERSION, "data"), Input(TICK, "n_intervals"), Input(PICKER, "value"),
+                      State(VERSION, "data"))
+        def track(_: Any, selected: Any, shown: Any) -> Any:
+            # A tick redraws a live page only when a selected run changed: redrawing a dozen finished runs'
+            # figures every few seconds cost the browser ~0.3 s each time, and reset what the user hovered.
+            current = self.version(selected)
+            return no_update if current == shown else current
 
         @app.callback(Output(PICKER, "options"), Output(COUNT, "children"), Input(TICK, "n_intervals"))
         def refresh(_: Any) -> Any:

@@ -215,18 +215,21 @@ def gradients_views(server: Server, run_ids: list[str], repeats: int) -> dict[st
                 show("series-level", level)
         warm: list[float] = []
         warm_answers: list[float] = []
+        by_control: dict[str, list[float]] = {}
         for k in range(repeats):  # revisits: each value differs from the one shown, the window is new each time
             warm.append(change(driver, "grad-window", "value", [round(0.05 * (k % 10), 2), 0.95 + 0.005 * k],
                                graphs["grad-window"], answers=warm_answers))
+            by_control.setdefault("grad-window", []).append(round(warm[-1]))
             for control, values in (("grad-stat", stats), ("series-level", LEVELS)):
                 shown[control] = values[(values.index(shown[control]) + 1) % len(values)]
                 warm.append(change(driver, control, "value", shown[control], graphs[control], answers=warm_answers))
+                by_control.setdefault(f"{control}={shown[control]}", []).append(round(warm[-1]))
     finally:
         driver.quit()
     rss, peak = _memory_mb(server.process.pid)
     warm.sort()
     return {"page_open_ms": opened, "first_ms": first, "first_answer_ms": dict(zip(first, answers)),
-            "revisit_ms": revisits,
+            "revisit_ms": revisits, "warm_ms_by_change": by_control,
             "first_answer_max_ms": max(answers),
             "server_rss_at_start_mb": started_mb, "warm_p50_ms": statistics.median(warm),
             "warm_p95_ms": warm[round(0.95 * (len(warm) - 1))], "warm_max_ms": warm[-1], "warm_n": len(warm),

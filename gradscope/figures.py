@@ -127,6 +127,9 @@ def colour_range(grids: Sequence[HeatmapGrid], log: bool, robust: bool) -> tuple
     return (float(lo), float(hi if hi > lo else lo + 1e-12))
 
 
+HEATMAP_PANEL_GAP = 0.015  # between the panels of a heatmap, as a fraction of the figure's width
+
+
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Readable colour-bar ticks between 10**lo and 10**hi: decades, plus 2 and 5 when few decades."""
     mantissas = (1, 2, 5) if hi - lo < 3 else (1,)
@@ -179,16 +182,31 @@ def heatmap_labels(
     )
 
 
-def style_heatmap(fig: go.Figure, labels: HeatmapLabels, panels: int, rows: int) -> go.Figure:
-    """Titles, axis titles, size and axis types shared by every Figure-6 heatmap (one panel per run)."""
-    fig.update_layout(
-        title={"text": labels.title_html}, template="plotly_white", height=max(380, 22 * rows + 190),
-        width=max(640, 260 * panels + 200), margin={"l": 110, "r": 40, "t": 100, "b": 100},
-    )
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_yaxes(title_text=labels.y, row=1, col=1)
-    fig.update_xaxes(type="category", tickangle=-45, title_text=labels.x)
-    return fig
+def heatmap_layout(labels: HeatmapLabels, titles: Sequence[str], rows: int) -> dict[str, Any]:
+    """The layout every Figure-6 heatmap shares, as plain JSON: one panel per run on one y axis.
+
+    Panels sit side by side with their titles above them; only the first shows the layer names.
+    Written out rather than built with ``make_subplots`` and ``update_layout``: plotly's validation of
+    a dozen panels cost more than the dashboard's whole answer (docs/performance.md).
+    """
+    panels = len(titles)
+    gap = HEATMAP_PANEL_GAP if panels > 1 else 0.0
+    width = (1.0 - gap * (panels - 1)) / panels
+    layout: dict[str, Any] = {
+        "title": {"text": labels.title_html}, "template": "plotly_white", "height": max(380, 22 * rows + 190),
+        "width": max(640, 260 * panels + 200), "margin": {"l": 110, "r": 40, "t": 100, "b": 100}, "annotations": [],
+    }
+    for i, title in enumerate(titles):
+        suffix, left = ("" if i == 0 else str(i + 1)), i * (width + gap)
+        layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}", "type": "category",
+                                    "tickangle": -45, "title": {"text": labels.x}}
+        shared = {"matches": "y", "showticklabels": False} if i else {"title": {"text": labels.y}}
+        layout[f"yaxis{suffix}"] = {"domain": [0.0, 1.0], "anchor": f"x{suffix}", "type": "category",
+                                    "autorange": "reversed", **shared}
+        layout["annotations"].append({"text": title, "x": left + width / 2, "y": 1.0, "xref": "paper", "yref": "paper",
+                                      "xanchor": "center", "yanchor": "bottom", "showarrow": False,
+                                      "font": {"size": 16}})
+    return layout
 
 
 def heatmap(
@@ -217,35 +235,46 @@ def heatmap(
             divided by the run's global gradient norm at that step, then averaged over ``window``,
             so that a loss weight (which scales every gradient alike) does not change the picture.
     """
-    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
 
+    return go.Figure(heatmap_spec(records, stat, columns, window, log, robust, colorscale, title, normalize))
+
+
+def heatmap_spec(
+    records: Records, stat: str = "mean_abs", columns: str = "stage", window: tuple[float, float] = (0.0, 1.0),
+    log: bool = True, robust: bool = False, colorscale: str = "Viridis", title: str | None = None,
+    normalize: str = "none",
+) -> dict[str, Any]:
+    """`heatmap` as plain plotly JSON (``data`` and ``layout``), for servers that send it as it is."""
     grids = heatmap_grids(records, stat, columns, window, normalize)
     labels = heatmap_labels(stat, columns, window, log, normalize, robust)
     if title:
         labels = HeatmapLabels(title, labels.subtitle, labels.x, labels.y, labels.colorbar, labels.quantity)
     cmin, cmax = colour_range(grids, log, robust)
-    fig = make_subplots(
-        rows=1, cols=len(grids), shared_yaxes=True, horizontal_spacing=0.015,
-        subplot_titles=[g.title for g in grids],
-    )
-    for i, g in enumerate(grids, start=1):
+    data = []
+    for i, g in enumerate(grids):
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(g.values > 0, np.log10(g.values), np.nan) if log else g.values
         hover = f"{g.title}<br>%{{x}} · %{{y}}<br>{labels.quantity} = %{{customdata:.3e}}<extra></extra>"
-        fig.add_trace(
-            {
-                "type": "heatmap", "x": g.columns, "y": g.rows, "z": z.tolist(),
-                "customdata": g.values.tolist(), "coloraxis": "coloraxis", "xgap": 1, "ygap": 1,
-                "name": g.title, "hoverongaps": False, "hovertemplate": hover,
-            },
-            row=1, col=i,
-        )
+        data.append({
+            "type": "heatmap", "x": g.columns, "y": g.rows, "z": _json_cells(z), "customdata": _json_cells(g.values),
+            "coloraxis": "coloraxis", "xgap": 1, "ygap": 1, "name": g.title, "hoverongaps": False,
+            "hovertemplate": hover, "xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}",
+        })
     colorbar: dict[str, Any] = {"title": {"text": labels.colorbar}}
     if log:
         ticks = log_ticks(cmin, cmax)
         colorbar.update(tickvals=[math.log10(t) for t in ticks], ticktext=[f"{t:.0e}" for t in ticks])
-    fig.update_layout(coloraxis={"colorscale": colorscale, "cmin": cmin, "cmax": cmax, "colorbar": colorbar})
-    return style_heatmap(fig, labels, len(grids), len(grids[0].rows))
+    layout = heatmap_layout(labels, [g.title for g in grids], len(grids[0].rows))
+    layout["coloraxis"] = {"colorscale": colorscale, "cmin": cmin, "cmax": cmax, "colorbar": colorbar}
+    return {"data": data, "layout": layout}
+
+
+def _json_cells(values: np.ndarray) -> list[list[float | None]]:
+    """Cells as JSON-ready rows, NaN and inf as None (gaps), which plain JSON encoders cannot write."""
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    return cells.tolist()
 
 
 def heatmap_rows(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,25 @@ def test_attribution_fits_five_runs_names_classes_and_stops_at_the_last_image(da
     assert titles.count("at s0") == 1 and "airplane" in titles  # class names, not indices
     dash_duo._wait_for(lambda d: [m.text for m in dash_duo.find_elements("#attr-image .dash-slider-mark")][-1:]
                        == [str(IMAGES - 1)], timeout=30, msg="the image slider does not end at the last image")
+
+
+def test_ticks_redraw_a_live_page_only_when_a_selected_run_changes(dash_duo, runs, tmp_path):
+    # every tick once redrew every figure of the page, finished runs included (~0.3 s of drawing each time)
+    root = tmp_path / "runs"
+    shutil.copytree(runs / WRITTEN[0], root / WRITTEN[0])
+    dash_duo.driver.set_window_size(1400, 1000)
+    dash_duo.start_server(create_app(root, refresh_seconds=0.3))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?page=training&runs={WRITTEN[0]}")
+    dash_duo.wait_for_contains_text("#graph-training .js-plotly-plot", "train", timeout=60)
+    dash_duo.driver.execute_script(
+        "window.__draws = 0; window.__requests = 0; const send = window.fetch;"
+        "window.fetch = function (...a) { window.__requests += 1; return send.apply(this, a); };"
+        "document.querySelector('#graph-training .js-plotly-plot')"
+        ".on('plotly_afterplot', () => { window.__draws += 1; });")
+    time.sleep(3.0)  # ten ticks with nothing changed: the server is asked, nothing is redrawn
+    assert dash_duo.driver.execute_script("return window.__requests") >= 5
+    assert dash_duo.driver.execute_script("return window.__draws") == 0
+    with open(root / WRITTEN[0] / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"epoch": 4, "step": 40, "train_loss": 0.4, "test_acc": 35.0}) + "\n")
+    dash_duo._wait_for(lambda d: d.execute_script("return window.__draws") >= 1, timeout=15,
+                       msg="a selected run's new metrics were not drawn")

@@ -75,8 +75,15 @@ def test_layer_series_bins_and_smooths_a_real_record(trained):
         page.layer_series(record, "stage", "l2", names=["layer9"])
 
     fig = page.series_figure({"a": series, "b": series}, log_y=True, stat="l2", level="stage")
-    assert len(fig.data) == 2 * len(names) * 2  # binned: the min-max band and the smoothed curve per (run, group)
-    assert {t.name.rsplit(" ", 1)[-1] for t in fig.data if not t.showlegend and t.fill} == {"min–max"}
+    # binned: a smoothed curve per (run, group) and one band trace per run holding each group's min-max polygon
+    assert len(fig.data) == 2 * len(names) + 2
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [t.name for t in bands] == ["a min–max per bin", "b min–max per bin"]
+    assert not any(t.showlegend for t in bands)
+    polygon = 2 * len(series[names[0]]["steps"])  # there and back along the bins, then a gap
+    assert list(bands[0].x).count(None) == len(names) and len(bands[0].x) == len(names) * (polygon + 1)
+    first = series[names[0]]
+    assert list(bands[0].y[:polygon]) == [*first["high"], *first["low"][::-1]]
     exact = page.layer_series(record, "stage", "l2", names=["layer1"])
     unbinned = page.series_figure({"a": exact}).data
     assert len(unbinned) == 2 and unbinned[0].name.endswith(" raw")  # no band: the raw curve, faded
@@ -162,7 +169,14 @@ def test_the_series_view_of_five_runs_is_one_small_panel_each_sharing_a_y_axis(r
     layout, traces = spec["layout"], spec["data"]
     panels = sorted({t["xaxis"] for t in traces})
     assert len(panels) == 5 and len({t["yaxis"] for t in traces}) == 5
-    assert all(layout[f"yaxis{i}"]["matches"] == "y" for i in range(2, 6))  # one shared y axis
+    # one y range on every panel: log10 of the smallest and largest value drawn, padded
+    ranges = [layout[f"yaxis{i if i > 1 else ''}"]["range"] for i in range(1, 6)]
+    assert all(r == ranges[0] for r in ranges) and not layout["yaxis"]["autorange"]
+    drawn = np.concatenate([np.concatenate([s["smoothed"], s["low"], s["high"]]) for s in series.values()])
+    drawn = np.log10(drawn[np.isfinite(drawn) & (drawn > 0)])
+    lo, hi = ranges[0]
+    assert lo < drawn.min() < drawn.max() < hi and hi - lo == pytest.approx(1.08 * np.ptp(drawn))
+    assert all(layout[f"xaxis{i}"]["matches"] == "x" for i in range(2, 6))  # zooming one panel zooms all
     titles = [a["text"] for a in layout["annotations"]]
     assert titles == [f"<b>run {i}</b>" for i in range(5)]
     legend = [t["name"] for t in traces if t.get("showlegend", True)]
@@ -171,6 +185,16 @@ def test_the_series_view_of_five_runs_is_one_small_panel_each_sharing_a_y_axis(r
     assert layout["height"] >= 2 * page.SERIES_PANEL_HEIGHT  # two rows of panels, each readable
     y = layout["yaxis"]
     assert y["type"] == "log" and ("dtick" in y or y.get("tickformat") == ".0e")  # no tiny 2 and 5 minor labels
+
+
+def test_the_shared_range_of_linear_axes_single_values_and_nothing_drawn():
+    flat = {"steps": np.array([0.0, 1.0]), "value": np.array([2.0, 2.0]), "smoothed": np.array([2.0, np.nan]),
+            "bin_size": 1}
+    assert page.shared_range({"r": {"g": flat}}, log_y=False) == [1.8, 2.2]
+    assert page.shared_range({"r": {"g": flat}}, log_y=True) == pytest.approx([np.log10(2) - 0.5, np.log10(2) + 0.5])
+    assert page.shared_range({}, log_y=True) is None
+    negative = {**flat, "value": np.array([-1.0, 3.0]), "smoothed": np.array([-1.0, 3.0])}
+    assert page.shared_range({"r": {"g": negative}}, log_y=False) == pytest.approx([-1.16, 3.16])
 
 
 def test_log_ticks_are_decades_over_a_wide_range_and_full_labels_over_a_narrow_one():

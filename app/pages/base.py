@@ -19,14 +19,14 @@ from typing import Any
 
 import dash
 import plotly.graph_objects as go
-from dash import Input, Output, no_update
+from dash import Input, Output, State, no_update
 
 from gradscope import GradscopeError, Record
 
 from ..components import graph_id
 from ..errors import AppError
 from ..runs import RunIndex, RunInfo
-from ..selection import PICKER, TABS, TICK, Selection
+from ..selection import PICKER, TABS, VERSION, Selection
 from ..shared import Rows, message_figure
 from ..validate import shown
 
@@ -116,7 +116,7 @@ class Page:
         controls: control name -> `Control`; builders read ``view.controls[name]``.
         extra_outputs / extras: more outputs of the display callback (notes, options) and the
             function filling them from the same `View`.
-        live: redraw on every tick (pages showing runs still training).
+        live: redraw when a selected run's files change, checked on every tick (pages showing runs still training).
         register: a page's own callbacks, replacing the standard display callback (`register_display`).
     """
 
@@ -170,35 +170,39 @@ def build_or_message(spec: FigureSpec, view: View) -> tuple[FigureLike, Rows]:
 def register_display(app: dash.Dash, ctx: AppContext, page: Page) -> None:
     """The standard display callbacks: one per figure, and one for the page's extras.
 
-    A figure's callback takes the selection, the controls it uses (and the tick on live pages), so
-    moving one control redraws only the figures that read it, and figures of a page are computed in
-    parallel requests. Each works only while its page is the visible tab, so a selection change
-    costs one page's work.
+    A figure's callback takes the selection, the controls it uses (and, on live pages, the selection's
+    version, which changes when a selected run's files do), so moving one control redraws only the
+    figures that read it, and figures of a page are computed in parallel requests. Each works only while
+    its page is the visible tab, so a selection change costs one page's work.
     """
-    triggers = [Input(TABS, "value"), Input(PICKER, "value")]
-    tick = [Input(TICK, "n_intervals")] if page.live else []
+    # live pages: the version follows the selection and its files; the selection itself is then read as state
+    selection = ([Input(TABS, "value"), Input(VERSION, "data")], [State(PICKER, "value")]) if page.live \
+        else ([Input(TABS, "value"), Input(PICKER, "value")], [])
     for spec in page.figures:
-        _register_figure(app, ctx, page, spec, triggers, tick)
+        _register_figure(app, ctx, page, spec, selection)
     if page.extras is None:
         return
     extras, outputs = page.extras, list(page.extra_outputs)
+    inputs, states = selection
 
-    @app.callback(outputs, [*triggers, *tick])
-    def display_extras(tab: Any, run_ids: Any, *_: Any) -> Any:
+    @app.callback(outputs, inputs, states)
+    def display_extras(tab: Any, *rest: Any) -> Any:
         if tab != page.name:
             return [no_update] * len(outputs)
-        return list(extras(View(ctx, run_ids, {})))
+        return list(extras(View(ctx, rest[-1], {})))
 
 
-def _register_figure(app: dash.Dash, ctx: AppContext, page: Page, spec: FigureSpec, triggers: list[Input],
-                     tick: list[Input]) -> None:
+def _register_figure(app: dash.Dash, ctx: AppContext, page: Page, spec: FigureSpec,
+                     selection: tuple[list[Input], list[State]]) -> None:
     keys = [k for k in page.controls if not spec.uses or k in spec.uses]
+    inputs, states = selection
     controls = [Input(page.controls[k].id, "value") for k in keys]
 
-    @app.callback(Output(graph_id(spec.name), "figure"), [*triggers, *controls, *tick])
-    def display(tab: Any, run_ids: Any, *values: Any) -> Any:
+    @app.callback(Output(graph_id(spec.name), "figure"), [*inputs, *controls], states)
+    def display(tab: Any, second: Any, *rest: Any) -> Any:
         if tab != page.name:
             return no_update
+        values, run_ids = (rest[:-1], rest[-1]) if states else (rest, second)
         try:
             view = View(ctx, run_ids, {k: page.controls[k].read(v) for k, v in zip(keys, values)})
         except AppError as exc:

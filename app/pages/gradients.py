@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from dash import Output, dcc, html
-from plotly.subplots import make_subplots
 
 from gradscope import GradscopeError
 from gradscope.figures import (
@@ -24,10 +23,10 @@ from gradscope.figures import (
     HeatmapGrid,
     heatmap_grids,
     heatmap_labels,
+    heatmap_layout,
     heatmap_rows,
-    style_heatmap,
 )
-from gradscope.figures import heatmap as gradscope_heatmap
+from gradscope.figures import heatmap_spec as gradscope_heatmap_spec
 from gradscope.record import NORMALIZATIONS, Record
 
 from ..components import control, figure_card, note
@@ -46,8 +45,9 @@ from ..shared import (
 from ..validate import choice, flags, number, window
 from .base import Control, FigureSpec, Page, View, label_or_none
 
-MAX_DEFAULT_GROUPS = 12  # more lines than this on one plot stop being readable
-SERIES_POINTS = 120  # per curve: a panel is a third of the card (~400 px); each bin keeps its min-max band
+BAND_COLOUR = "rgba(90, 90, 90, 0.14)"  # every line's min-max band: the line drawn over it says whose
+MAX_DEFAULT_GROUPS = 8  # lines per small panel (~400 x 190 px) that stay apart; also a third less to draw
+SERIES_POINTS = 60  # per curve: a panel is a third of the card (~400 px); each bin keeps its min-max band
 SERIES_COLUMNS, SERIES_PANEL_HEIGHT = 3, 230  # the series view: one small panel per run, 3 a row
 STAT_OPTIONS = [{"label": "mean |g|", "value": "mean_abs"}, {"label": "L2", "value": "l2"},
                 {"label": "max |g|", "value": "max_abs"}]
@@ -273,19 +273,31 @@ def heatmap_figure(
     library's own, so a figure made with ``gradscope heatmap`` reads the same. The numbers are
     `heatmap_csv_rows` with the same arguments.
     """
+    return go.Figure(heatmap_figure_spec(records, stat, columns, window, log, robust, baseline, normalize))
+
+
+def heatmap_figure_spec(
+    records: Mapping[str, Record], stat: str = "mean_abs", columns: str = "stage",
+    window: tuple[float, float] = (0.0, 1.0), log: bool = True, robust: bool = False, baseline: str | None = None,
+    normalize: str = "none",
+) -> dict[str, Any]:
+    """`heatmap_figure` as plain plotly JSON, sent to the browser as it is (no plotly validation)."""
     if not records:
         labels = heatmap_labels(stat, columns, window, log, normalize, robust)
         fig = go.Figure(layout={"title": {"text": labels.title_html}, "template": TEMPLATE,
                                 "xaxis": {"title": {"text": labels.x}}, "yaxis": {"title": {"text": labels.y}}})
-        return annotate_empty(fig, "Select runs with a gradient record")
+        return annotate_empty(fig, "Select runs with a gradient record").to_plotly_json()
     if baseline is None:
-        return gradscope_heatmap(dict(records), stat=stat, columns=columns, window=window, log=log, robust=robust,
-                                 normalize=normalize)
-    return _difference_heatmap(records, stat, columns, window, log, robust, baseline, normalize)
+        spec = gradscope_heatmap_spec(dict(records), stat=stat, columns=columns, window=window, log=log,
+                                      robust=robust, normalize=normalize)
+    else:
+        spec = _difference_heatmap(records, stat, columns, window, log, robust, baseline, normalize)
+    spec["layout"]["template"] = template_json()
+    return spec
 
 
 def _difference_heatmap(records: Mapping[str, Record], stat: str, columns: str, window: tuple[float, float],
-                        log: bool, robust: bool, baseline: str, normalize: str) -> go.Figure:
+                        log: bool, robust: bool, baseline: str, normalize: str) -> dict[str, Any]:
     view = heatmap_view(records, stat, columns, window, log, baseline, normalize)
     quantity = difference_quantity(stat, log, normalize, baseline)
     labels = heatmap_labels(stat, columns, window, log, normalize, robust, quantity=quantity)
@@ -294,10 +306,8 @@ def _difference_heatmap(records: Mapping[str, Record], stat: str, columns: str, 
     cells = cells[np.isfinite(cells)]
     top = float(np.percentile(cells, 98) if robust else cells.max()) if cells.size else 0.0
     top = top if top > 0 else 1.0  # the baseline alone: all zeros
-    fig = make_subplots(rows=1, cols=len(view.grids), shared_yaxes=True, horizontal_spacing=0.015,
-                        subplot_titles=[g.title + (" (baseline)" if g.title == baseline else "")
-                                        for g in view.grids])
-    for i, grid in enumerate(view.grids, start=1):
+    data = []
+    for i, grid in enumerate(view.grids):
         if log:
             with np.errstate(over="ignore", invalid="ignore"):
                 custom = np.power(10.0, grid.values)
@@ -305,14 +315,17 @@ def _difference_heatmap(records: Mapping[str, Record], stat: str, columns: str, 
         else:
             custom = grid.values
             hover = f"{grid.title}<br>%{{x}} · %{{y}}<br>{quantity} = %{{z:.3e}}<extra></extra>"
-        fig.add_trace(go.Heatmap(
-            x=grid.columns, y=grid.rows, z=[finite_or_none(r) for r in grid.values],
-            customdata=[finite_or_none(r) for r in custom], coloraxis="coloraxis", xgap=1, ygap=1,
-            name=grid.title, hoverongaps=False, hovertemplate=hover,
-        ), row=1, col=i)
-    fig.update_layout(coloraxis={"colorscale": "RdBu_r", "cmin": -top, "cmax": top, "cmid": 0.0,
-                                 "colorbar": {"title": {"text": labels.colorbar}}})
-    return style_heatmap(fig, labels, len(view.grids), len(view.grids[0].rows))
+        data.append({
+            "type": "heatmap", "x": grid.columns, "y": grid.rows, "z": [finite_or_none(r) for r in grid.values],
+            "customdata": [finite_or_none(r) for r in custom], "coloraxis": "coloraxis", "xgap": 1, "ygap": 1,
+            "name": grid.title, "hoverongaps": False, "hovertemplate": hover,
+            "xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}",
+        })
+    layout = heatmap_layout(labels, [g.title + (" (baseline)" if g.title == baseline else "") for g in view.grids],
+                            len(view.grids[0].rows))
+    layout["coloraxis"] = {"colorscale": "RdBu_r", "cmin": -top, "cmax": top, "cmid": 0.0,
+                           "colorbar": {"title": {"text": labels.colorbar}}}
+    return {"data": data, "layout": layout}
 
 
 def series_figure(
@@ -353,7 +366,9 @@ def series_figure_spec(
     }
     values = [v for series in series_by_run.values() for s in series.values()
               for v in finite_or_none(s["smoothed"]) if v is not None and v > 0]
-    y_axis = {"type": "log" if log_y else "linear", **(log_ticks(values) if log_y else {})}
+    y_range = shared_range(series_by_run, log_y)
+    y_axis = {"type": "log" if log_y else "linear", **(log_ticks(values) if log_y else {}),
+              **({"range": y_range, "autorange": False} if y_range else {})}
     gap_x, gap_y = 0.04, 40 / (SERIES_PANEL_HEIGHT * rows)  # ~40 px above and below each panel: ticks, title
     for i, run in enumerate(runs):
         row, col = divmod(i, cols)
@@ -364,7 +379,7 @@ def series_figure_spec(
                   **({"matches": "x"} if i else {}), **({"title": {"text": "step"}} if i + cols >= len(runs) else {})}
         layout[f"xaxis{suffix}"] = x_axis
         layout[f"yaxis{suffix}"] = {**y_axis, "domain": [top - height + gap_y, top - gap_y], "anchor": f"x{suffix}",
-                                    **({"matches": "y"} if i else {}),
+                                    **({"matches": "y"} if i and not y_range else {}),
                                     **({"title": {"text": label}} if col == 0 else {}), "showticklabels": col == 0}
         layout["annotations"].append({"text": f"<b>{run}</b>", "showarrow": False, "xref": "paper", "yref": "paper",
                                       "x": left + width / 2, "y": top - gap_y, "yanchor": "bottom",
@@ -374,24 +389,23 @@ def series_figure_spec(
     in_legend: set[str] = set()
     for r, (run, series) in enumerate(series_by_run.items()):
         axes = {"xaxis": f"x{'' if r == 0 else r + 1}", "yaxis": f"y{'' if r == 0 else r + 1}"}
+        band_x: list[float | None] = []
+        band_y: list[float | None] = []
+        lines = []
         for name, s in series.items():
             line_colour = colour(groups.index(name))
             key = f"{run} · {name}"
             x = np.asarray(s["steps"], dtype=np.float64).tolist()
-            if s.get("bin_size", 1) > 1:
-                traces.append({
-                    "type": "scatter", "x": x + x[::-1], **axes,
-                    "y": finite_or_none(s["high"]) + finite_or_none(s["low"])[::-1],
-                    "fill": "toself", "fillcolor": rgba(line_colour, 0.12), "line": {"width": 0}, "hoverinfo": "skip",
-                    "showlegend": False, "legendgroup": name, "name": f"{key} min–max",
-                })
+            if s.get("bin_size", 1) > 1:  # this line's min-max polygon, into the panel's one band trace
+                band_x += [*x, *x[::-1], None]
+                band_y += [*finite_or_none(s["high"]), *finite_or_none(s["low"])[::-1], None]
             else:  # unbinned: the raw curve, faded behind the smoothed one (binned, the band stands for it)
                 traces.append({
                     "type": "scatter", "x": x, "y": finite_or_none(s["value"]), "mode": "lines", **axes,
                     "line": {"color": rgba(line_colour, 0.3), "width": 1}, "hoverinfo": "skip",
                     "showlegend": False, "legendgroup": name, "name": f"{key} raw",
                 })
-            traces.append({
+            lines.append({
                 "type": "scatter", "x": x, "y": finite_or_none(s["smoothed"]), "mode": "lines", **axes,
                 "line": {"color": line_colour, "width": 2}, "customdata": finite_or_none(s["value"]),
                 "legendgroup": name, "name": name, "showlegend": name not in in_legend,
@@ -399,11 +413,34 @@ def series_figure_spec(
                                  "<br>raw %{customdata:.3e}<extra></extra>",
             })
             in_legend.add(name)
+        if band_x:
+            traces.append({"type": "scatter", "x": band_x, "y": band_y, **axes, "mode": "lines", "fill": "toself",
+                           "fillcolor": BAND_COLOUR, "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False,
+                           "name": f"{run} min–max per bin"})
+        traces += lines
     if not traces:
         layout["annotations"] = [{"text": "Select runs with a gradient record", "showarrow": False, "x": 0.5, "y": 0.5,
                                   "xref": "paper", "yref": "paper"}]
         layout["xaxis"], layout["yaxis"] = {"title": {"text": "step"}}, {"title": {"text": label}}
     return {"data": traces, "layout": layout}
+
+
+def shared_range(series_by_run: Mapping[str, Mapping[str, Mapping[str, Any]]], log_y: bool) -> list[float] | None:
+    """One y range for every panel, over all they draw (curves and bands), 4 % padded; None if nothing to draw.
+
+    Given to each panel's y axis instead of linking the axes (``matches``), the panels read alike and the
+    browser skips autoranging a dozen linked axes, about a sixth of a redraw (docs/performance.md).
+    In axis units: log₁₀ of the values on a log axis.
+    """
+    parts = [np.asarray(s[key], dtype=np.float64) for series in series_by_run.values() for s in series.values()
+             for key in (("smoothed", "low", "high") if s.get("bin_size", 1) > 1 else ("smoothed", "value"))]
+    values = np.concatenate(parts) if parts else np.empty(0)
+    values = values[np.isfinite(values) & (values > 0)] if log_y else values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = (np.log10(values.min()), np.log10(values.max())) if log_y else (values.min(), values.max())
+    pad = 0.04 * (hi - lo) if hi > lo else (0.5 if log_y else max(abs(lo), 1.0) * 0.1)
+    return [float(lo - pad), float(hi + pad)]
 
 
 def log_ticks(values: Sequence[float]) -> dict[str, Any]:
@@ -444,13 +481,13 @@ def _baseline(view: View) -> str | None:
     return baseline if baseline in view.records else None
 
 
-def build_heatmap(view: View) -> tuple[go.Figure, Rows]:
+def build_heatmap(view: View) -> tuple[dict[str, Any], Rows]:
     """The heatmap card: Figure 6 or the difference view, and its cells."""
     c, records = view.controls, view.records
     log, robust = "log" in c["scale"], "robust" in c["scale"]
     baseline = _baseline(view)
-    fig = heatmap_figure(records, c["stat"], c["columns"], c["window"], log, robust, baseline, c["normalize"])
-    fig.update_layout(width=None, autosize=True)  # the card's width, whatever the number of runs (2 filled half)
+    fig = heatmap_figure_spec(records, c["stat"], c["columns"], c["window"], log, robust, baseline, c["normalize"])
+    fig["layout"].update(width=None, autosize=True)  # the card's width, whatever the number of runs (2 filled half)
     rows = heatmap_csv_rows(records, c["stat"], c["columns"], c["window"], log, baseline, c["normalize"]) \
         if records else []
     return fig, rows
