@@ -156,3 +156,18 @@ def test_record_every_keeps_its_phase_across_a_resume(tmp_path):
     assert whole.steps.tolist() == [0, 3, 6, 9]
     assert parts.steps.tolist() == whole.steps.tolist()
     np.testing.assert_array_equal(parts.matrix("layer", "l2").values, whole.matrix("layer", "l2").values)
+
+
+def test_the_final_pgd20_attacks_at_the_runs_own_eps(tmp_path):
+    # an MNIST-scale run (ε 0.1) was once reported at CIFAR's 8/255
+    from trainers.evaluate import pgd_accuracy
+    from trainers.restore import data_of, restore
+
+    results = train(config(tmp_path, method="at", epochs=1, val_size=64, eps=0.1, step_size=0.025, attack_steps=2,
+                           test_subset=128))
+    assert results["provenance"]["last"]["eps"] == pytest.approx(0.1)
+    restored = restore(str(tmp_path / "run"), "cpu")
+    test = data_of(restored.config).test
+    loader = [(test.images[:128].float().div(255), test.labels[:128])]
+    expected = pgd_accuracy(restored.model, loader, eps=0.1, step_size=0.025, steps=20, seed=0)
+    assert results["last"]["test_pgd20_acc"] == pytest.approx(expected)

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     summarize = commands.add_parser("summarize", help="print each figure's table next to the poster's numbers")
     summarize.add_argument("folder", help="a recipe's --out folder (or any folder of runs)")
 
+    ratios = commands.add_parser("gradient-ratios",
+                                 help="Figure 6 as numbers: each run's layer gradients over its seed's baseline")
+    ratios.add_argument("folder", help="a recipe's --out folder, a figure's folder or one seed's folder")
+    ratios.add_argument("--baseline", default="baseline", help="the run each seed's other runs are compared with")
+    ratios.add_argument("--stat", default="mean_abs", help="mean_abs, l2 or max_abs (default mean_abs)")
+    ratios.add_argument("--window", type=float, nargs=2, default=(0.0, 1.0), metavar=("START", "STOP"),
+                        help="part of training to average over, as fractions (default 0 1)")
+
     download = commands.add_parser("download", help="fetch a data set with torchvision")
     download.add_argument("dataset")
     download.add_argument("--data-dir", default="data")
@@ -151,6 +159,20 @@ def _summarize(args: argparse.Namespace) -> None:
     from .summarize import summarize
 
     print(summarize(Path(args.folder)))
+
+
+def _gradient_ratios(args: argparse.Namespace) -> None:
+    from gradscope.stats import STATS
+
+    from .gradient_ratios import compare, ratio_lines
+
+    if args.stat not in STATS[:3]:
+        raise TrainersError(f"--stat {args.stat!r}: expected one of: {', '.join(STATS[:3])}")
+    start, stop = args.window
+    if not 0.0 <= start < stop <= 1.0:
+        raise TrainersError(f"--window {start:g} {stop:g}: expected 0 <= START < STOP <= 1")
+    summaries = compare(Path(args.folder), args.baseline, args.stat, (start, stop))
+    print("\n".join(ratio_lines(summaries, args.baseline, args.stat)))
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -226,7 +248,8 @@ def _attribute(args: argparse.Namespace) -> None:
     print(f"attributions written to {folder}")
 
 
-COMMANDS = {"train": _train, "recipe": _recipe, "summarize": _summarize, "download": _download,
+COMMANDS = {"train": _train, "recipe": _recipe, "summarize": _summarize, "gradient-ratios": _gradient_ratios,
+            "download": _download,
             "methods": _methods, "evaluate": _evaluate, "attribute": _attribute}
 
 
