@@ -42,7 +42,7 @@ def test_references_only_beside_runs_on_their_data_set():
     cifar = run("at", "at", 0, 84.0, entries={AA: autoattack(47.0, clean=84.0)})
     fig = page.robustness_figure(page.robustness_panels([fashion]))
     assert all(t.name.startswith("at ") for t in fig.data)  # no poster or literature point on Fashion-MNIST's axes
-    assert "fashion-mnist (no published points on this data set)" in [a.text for a in fig.layout.annotations]
+    assert "fashion-mnist · ε 8/255 (no published points on this data set)" in [a.text for a in fig.layout.annotations]
     both = page.robustness_figure(page.robustness_panels([fashion, cifar]))
     refs = [t for t in both.data if not t.name.startswith("at ")]
     assert refs and {t.xaxis for t in refs} == {"x"}  # cifar10 is the first panel: references there only

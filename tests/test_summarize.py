@@ -177,3 +177,27 @@ def test_a_dashboard_run_entry_converts_and_its_checkpoints_are_fingerprinted(tm
     converted = RunResults.of_run(entry)
     assert converted.checkpoints == {BEST: file_sha256(root / "checkpoints" / "best.pt")}
     assert (converted.id, converted.label, converted.get("method")) == ("fig7/seed0/at", "at s0", "at")
+
+
+def test_a_run_trained_at_another_eps_is_judged_at_its_own():
+    # a Fashion-MNIST run trained at ε 0.1 was once reported as if measured at CIFAR-10's 8/255
+    from app.pages.runs import pgd20_accuracy
+
+    def at_eps(entries=None):
+        r = run("at", "at", 0, clean=77.0, pgd=63.0, dataset="fashion-mnist", entries=entries)
+        r.config["eps"] = 0.1
+        for which in ("best", "last"):
+            r.results["provenance"][which]["eps"] = 0.1
+        return r
+
+    fallback = headline(at_eps())
+    assert (fallback.robust, fallback.eps_label, fallback.source) == (63.0, "0.1", "results.json")
+    assert pgd20_accuracy(at_eps()) == 63.0 and pgd20_accuracy(at_eps(), "8/255") is None
+    aa = {**autoattack(58.0, clean=78.0, dataset="fashion-mnist"), "eps": 0.1, "eps_label": "0.1"}
+    aa["provenance"]["eps"] = 0.1
+    cifar_scale = autoattack(70.0, clean=78.0, dataset="fashion-mnist")  # measured at 8/255: not this run's ε
+    m = headline(at_eps({"best/autoattack/eps=0.1/n=200": aa, "best/autoattack/eps=8/255/n=200": cifar_scale}))
+    assert (m.robust, m.eps_label, m.label) == (58.0, "0.1", "AutoAttack")
+    assert headline(at_eps({"best/autoattack/eps=8/255/n=200": cifar_scale}), "8/255").robust == 70.0
+    untrained = headline(run("baseline", "baseline", 0, clean=94.0, recipe="fig4"))
+    assert untrained.eps_label is None and untrained.robust is None

@@ -65,3 +65,11 @@ def robust_label(entry: Mapping[str, Any]) -> str:
     if precision_of(entry) == "bf16":
         notes.append("bf16")
     return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for multiples of 1/255 (0 for none), else the number (0.1)."""
+    if eps == 0:
+        return "0"
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"

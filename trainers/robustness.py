@@ -22,7 +22,7 @@ import torch
 
 from .errors import TrainersError
 from .evaluate import ATTACKS, STANDARD_AUTOATTACK, autoattack_breakdown, check_eps, robust_accuracy
-from .labels import robust_label
+from .labels import eps_label, robust_label
 from .provenance import Provenance, current_results, of_checkpoint
 from .restore import data_of, restore
 from .run_folder import EVALUATION_FILE, RunFolder
@@ -33,14 +33,6 @@ SEED = 0  # of the attacks' random starts (PGD, AutoAttack), recorded in each re
 PGD_STEPS = 20
 SWEEP_EPS = (0, 2, 4, 8, 16)  # /255, the robustness curve
 TOLERANCE = 0.5  # percentage points of noise allowed before a flag fires
-
-
-def eps_label(eps: float) -> str:
-    """8/255 for multiples of 1/255 (0 for none), else the number."""
-    if eps == 0:
-        return "0"
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.6g}"
 
 
 def versions() -> dict[str, str]:

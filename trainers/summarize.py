@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrainersError
+from .labels import eps_label as label_of_eps
 from .labels import is_standard_autoattack, robust_label
 from .provenance import fingerprints, freshness, is_current, provenance_of, referenced_files, same_images
 from .recipes import RECIPES, RunSpec
@@ -189,14 +190,30 @@ def _measure(entry: Mapping[str, Any], clean: float | None, source: str, rank: i
                    entry.get("breakdown"))
 
 
-def headline(run: RunResults, eps_label: str = ROBUST_EPS_LABEL) -> Measure | None:
-    """The run's clean and robust accuracy at ``eps_label``, from one checkpoint and the same images.
+def own_eps_label(run: RunResults) -> str:
+    """The ε a run is judged at: its own training ε if it trained adversarially, else the poster's 8/255.
+
+    An MNIST-scale run trained at ε 0.1 and judged at CIFAR-10's 8/255 would report a number nobody asked for.
+    """
+    eps = run.config.get("eps")
+    return label_of_eps(float(eps)) if isinstance(eps, (int, float)) and eps > 0 else ROBUST_EPS_LABEL
+
+
+def results_eps_label(run: RunResults) -> str:
+    """The ε of the PGD-20 in the run's ``results.json``: its provenance's (8/255 before it was recorded)."""
+    eps = (_results_provenance(run) or {}).get("eps")
+    return label_of_eps(float(eps)) if isinstance(eps, (int, float)) and eps > 0 else ROBUST_EPS_LABEL
+
+
+def headline(run: RunResults, eps_label: str | None = None) -> Measure | None:
+    """The run's clean and robust accuracy at ``eps_label`` (default `own_eps_label`), from one checkpoint.
 
     In order of preference, all current and on the reported checkpoint: an AutoAttack result (the
     standard suite first, then more attacks, then more images; clean from its own first pass); an
     evaluated PGD result with a clean result on the same images; the PGD-20 and clean accuracy of
     training's final report (``results.json``, labelled as a fallback); clean accuracy alone.
     """
+    eps_label = eps_label or own_eps_label(run)
     entries = current_entries(run)
     at_eps = {k: e for k, e in entries.items() if e.get("eps_label") == eps_label}
     autoattack = [(k, e) for k, e in at_eps.items() if e.get("attack") == "autoattack"]
@@ -216,7 +233,7 @@ def headline(run: RunResults, eps_label: str = ROBUST_EPS_LABEL) -> Measure | No
     if run.results is None or not results_are_current(run):
         return None
     best, prov = run.results.get("best") or {}, dict(_results_provenance(run) or {})
-    if best.get("test_pgd20_acc") is not None and eps_label == ROBUST_EPS_LABEL:
+    if best.get("test_pgd20_acc") is not None and eps_label == results_eps_label(run):
         entry = {"attack": "pgd", "accuracy": best["test_pgd20_acc"], "eps_label": eps_label,
                  "provenance": {**prov, "attacks": ["pgd-20"]}}
         return _measure(entry, best.get("test_acc"), "results.json", 3, {**entry, "fallback": True})
@@ -252,7 +269,7 @@ class RunRow:
     stale: tuple[str, ...]
 
 
-def run_rows(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL) -> list[RunRow]:
+def run_rows(runs: Iterable[RunResults], eps_label: str | None = None) -> list[RunRow]:
     """One `RunRow` per run, in the order given."""
     rows = []
     for run in runs:
@@ -328,7 +345,7 @@ class RobustnessPanel:
     references: tuple[ReferencePoint, ...]
 
 
-def robustness_rows(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL) -> list[RobustnessRow]:
+def robustness_rows(runs: Iterable[RunResults], eps_label: str | None = None) -> list[RobustnessRow]:
     """Finished runs with a robust number, grouped by (method, model, dataset); see `RobustnessRow`."""
     groups: dict[tuple[str, str, str], list[tuple[RunResults, Measure]]] = {}
     for run in runs:
@@ -349,12 +366,12 @@ def robustness_rows(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABE
     return rows
 
 
-def robustness_panels(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL) -> list[RobustnessPanel]:
+def robustness_panels(runs: Iterable[RunResults], eps_label: str | None = None) -> list[RobustnessPanel]:
     """`robustness_rows` split by data set; each panel carries the references measured on its data set only."""
     by_dataset: dict[str, list[RobustnessRow]] = {}
     for row in robustness_rows(runs, eps_label):
         by_dataset.setdefault(row.dataset, []).append(row)
-    return [RobustnessPanel(dataset, tuple(rows), tuple(reference_points(dataset, eps_label)))
+    return [RobustnessPanel(dataset, tuple(rows), tuple(reference_points(dataset, eps_label or ROBUST_EPS_LABEL)))
             for dataset, rows in sorted(by_dataset.items())]
 
 
@@ -413,7 +430,7 @@ class BreakdownRow:
     accuracy: float
 
 
-def breakdown_rows(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL) -> list[BreakdownRow]:
+def breakdown_rows(runs: Iterable[RunResults], eps_label: str | None = None) -> list[BreakdownRow]:
     """Per run, the stages of the AutoAttack result its headline reports (runs without one give none)."""
     rows = []
     for run in runs:
@@ -421,7 +438,7 @@ def breakdown_rows(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL
         if m is None or not m.breakdown:
             continue
         for order, (stage, accuracy) in enumerate(m.breakdown.items()):
-            rows.append(BreakdownRow(run.label, run.id, run.get("method"), str(m.label), eps_label, m.n, order, stage,
+            rows.append(BreakdownRow(run.label, run.id, run.get("method"), str(m.label), m.eps_label, m.n, order, stage,
                                      float(accuracy)))
     return rows
 

@@ -19,7 +19,6 @@ from plotly.subplots import make_subplots
 
 from trainers.references import POSTER_SOURCE, reference_points
 from trainers.summarize import (
-    ROBUST_EPS_LABEL,
     RobustnessPanel,
     RunResults,
     breakdown_rows,
@@ -56,7 +55,7 @@ def eps_curves(runs: Iterable[RunResults]) -> Rows:
     return [{**asdict(row), "eps_255": row.eps * 255} for row in eps_curve_rows(runs)]
 
 
-def attack_breakdown(runs: Iterable[RunResults], eps_label: str = ROBUST_EPS_LABEL) -> Rows:
+def attack_breakdown(runs: Iterable[RunResults], eps_label: str | None = None) -> Rows:
     """Accuracy after each attack of the AutoAttack result each run reports (`breakdown_rows`).
 
     Each attack runs on the points still robust, so accuracy falls along the list; where it stops
@@ -83,6 +82,12 @@ def _symbol(label: str) -> str:
     return "diamond-open" if "fallback" in label else "square-open"
 
 
+def _eps_of(labels: Iterable[str | None]) -> str:
+    """`` · ε 0.1`` (or ``8/255``, several joined) for titles; empty when nothing was measured."""
+    found = sorted({label for label in labels if label})
+    return f" · ε {', '.join(found)}" if found else ""
+
+
 def robustness_figure(panels: Sequence[RobustnessPanel]) -> go.Figure:
     """Figure 7: clean against robust accuracy per method, one panel per data set, error bars = std over seeds.
 
@@ -94,12 +99,14 @@ def robustness_figure(panels: Sequence[RobustnessPanel]) -> go.Figure:
     empty = not panels
     if empty:
         panels = [RobustnessPanel(POSTER_DATASET, (), tuple(reference_points(POSTER_DATASET)))]
-    titles = [f"{p.dataset}" + ("" if p.references else " (no published points on this data set)") for p in panels]
+    titles = [f"{p.dataset}{_eps_of(r.eps_label for r in p.rows)}"
+              + ("" if p.references else " (no published points on this data set)") for p in panels]
     if empty:
         titles = [f"{NO_RUNS}: the poster's and the literature's {POSTER_DATASET} points"]
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.08)
     fig.update_layout(template=TEMPLATE, legend={"title": {"text": "method · measured as"}},
-                      title={"text": "Clean vs robust accuracy (L∞, ε = 8/255), mean ± std over seeds"})
+                      title={"text": "Clean vs robust accuracy (L∞, each run at its own training ε), mean ± std over "
+                                     "seeds"})
     methods = list(dict.fromkeys(row.method for p in panels for row in p.rows))
     legend_refs: set[str] = set()
     for col, panel in enumerate(panels, 1):
@@ -160,7 +167,8 @@ def eps_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 def breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Accuracy after each attack that ran, grouped bars per run (`attack_breakdown`), named by what ran."""
     fig = go.Figure(layout={
-        "title": {"text": "Accuracy after each attack (ε = 8/255)"}, "template": TEMPLATE,
+        "title": {"text": f"Accuracy after each attack{_eps_of(r.get('eps_label') for r in rows)}"},
+        "template": TEMPLATE,
         "barmode": "group", "xaxis": {"title": {"text": "after attack (each on the points still robust)"}},
         "yaxis": {"title": {"text": "accuracy (%)"}},
     })

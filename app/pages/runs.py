@@ -9,7 +9,14 @@ import dash
 from dash import Input, Output, dash_table, html, no_update
 
 from trainers.labels import attacks_of
-from trainers.summarize import ROBUST_EPS_LABEL, RunResults, current_entries, results_are_current, run_rows
+from trainers.summarize import (
+    RunResults,
+    current_entries,
+    own_eps_label,
+    results_are_current,
+    results_eps_label,
+    run_rows,
+)
 
 from ..components import badge, note
 from ..demo import demo_status
@@ -31,19 +38,22 @@ def _epochs_done(run: RunLike) -> int:
     return int(run.metrics[-1].get("epoch", len(run.metrics))) if run.metrics else 0
 
 
-def pgd20_accuracy(run: RunResults, eps_label: str = ROBUST_EPS_LABEL) -> float | None:
-    """The run's current PGD-20 accuracy at ``eps_label``: evaluated (most images) else training's final report.
+def pgd20_accuracy(run: RunResults, eps_label: str | None = None) -> float | None:
+    """The run's current PGD-20 accuracy at ``eps_label`` (default: the run's own training ε, else 8/255).
+
+    Evaluated (most images) else training's final report.
 
     Only results computed from the reported checkpoint as it is now count (`trainers.summarize.current_entries`);
     a stale one is left out and listed in the ``stale`` column instead.
     """
+    eps_label = eps_label or own_eps_label(run)
     evaluated = [e for e in current_entries(run).values()
                  if e.get("eps_label") == eps_label and attacks_of(e) == ["pgd-20"]]
     if evaluated:
         return float(max(evaluated, key=lambda e: e.get("n", 0))["accuracy"])
     best = (run.results or {}).get("best") or {}
     value = best.get("test_pgd20_acc")
-    if eps_label == ROBUST_EPS_LABEL and isinstance(value, (int, float)) and results_are_current(run):
+    if eps_label == results_eps_label(run) and isinstance(value, (int, float)) and results_are_current(run):
         return float(value)
     return None
 
@@ -54,7 +64,7 @@ def runs_table(runs: Iterable[RunLike]) -> Rows:
     The numbers are `trainers.summarize.run_rows`' (the rows ``python -m trainers summarize`` prints):
     ``clean`` and ``robust`` from one checkpoint on the same images, ``measured_as`` naming what
     ``robust`` measured (`trainers.labels.robust_label`), ``stale`` the stored results left out because
-    their checkpoint changed. ``pgd20`` is the current PGD-20 accuracy at 8/255 (`pgd20_accuracy`).
+    their checkpoint changed. ``pgd20`` is the current PGD-20 accuracy at the run's own ε (`pgd20_accuracy`).
     """
     runs = list(runs)
     results = [RunResults.of_run(run) for run in runs]
