@@ -71,6 +71,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
             out["lonely_active"] = lonely.active
             lonely.close()
         (Path(folder) / f"rank{rank}.json").write_text(json.dumps(out))
+        dist.barrier()  # no rank tears gloo down while a peer's last collective is in flight (that aborted a peer)
     finally:
         dist.destroy_process_group()
 

@@ -118,6 +118,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
     try:
         for setup in SETUPS:
             _train(rank, setup, Path(folder))
+        dist.barrier()  # no rank tears gloo down while a peer's last collective is in flight (that aborted a peer)
     finally:
         dist.destroy_process_group()
 

@@ -49,7 +49,14 @@ def all_sum(values: torch.Tensor, world: World) -> torch.Tensor:
     return values
 
 
-def leave_world(world: World) -> None:
-    """Tear the process group down at the end of a distributed run."""
+def leave_world(world: World, synchronize: bool = True) -> None:
+    """Tear the process group down at the end of a distributed run.
+
+    With ``synchronize`` (a run that finished on this rank) every rank first meets at a barrier: a rank
+    tearing gloo down while a peer's last collective is still in flight aborts the peer ("terminate
+    called without an active exception"). A rank leaving on an error skips it, so it cannot wait forever.
+    """
     if world.distributed and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -118,10 +118,13 @@ def train(
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise TrainersError(f"--device {config.device}: no CUDA device is available here; use --device cpu")
     world, device = init_world(config.device)
+    finished = False
     try:
-        return _train(config, folder, world, device, resume, overwrite, stop_after)
+        results = _train(config, folder, world, device, resume, overwrite, stop_after)
+        finished = True
+        return results
     finally:
-        leave_world(world)
+        leave_world(world, synchronize=finished)
 
 
 def _train(
