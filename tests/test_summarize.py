@@ -12,6 +12,7 @@ from trainers.summarize import (
     RunResults,
     breakdown_rows,
     eps_curve_rows,
+    format_table,
     headline,
     poster_tables,
     robustness_panels,
@@ -122,6 +123,10 @@ def test_seeds_measured_differently_are_not_averaged_together():
     subset = run("at", "at", 0, clean=84.0, pgd=50.0,
                  entries={"best/autoattack/eps=8/255/n=200": autoattack(48.0, clean=83.0, attacks=["apgd-ce"])})
     assert robustness_panels([subset])[0].rows[0].robust_label == "APGD-CE"
+    # the figure's table says how many seeds its means are over, not how many exist
+    table = next(t for t in poster_tables([evaluated, fallback]) if t.figure == "fig7")
+    (line,) = [line for line in format_table(table) if line.strip().startswith("at ")]
+    assert "AutoAttack 46.00 (1 seed)" in line and line.endswith("[1 of 2 seed(s)]")
 
 
 def test_reference_points_only_beside_runs_on_their_data_set():

@@ -600,7 +600,9 @@ def format_table(table: PosterTable) -> list[str]:
             text += f"; {first.parameters:,} weights"
             text += f" ({first.parameters_with_biases:,} with biases)" if first.parameters_with_biases else ""
         stale = f", {first.stale} stale" if first.stale else ""
-        lines.append(f"  {name:14s} {text}  [{first.seeds_total} seed(s){stale}]")
+        used = max(r.n_seeds for r in cells)  # seeds measured alike (others are left out, never averaged in)
+        seeds = f"{used} of {first.seeds_total}" if used != first.seeds_total else f"{first.seeds_total}"
+        lines.append(f"  {name:14s} {text}  [{seeds} seed(s){stale}]")
     return lines
 
 
