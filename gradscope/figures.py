@@ -182,6 +182,16 @@ def heatmap_labels(
     )
 
 
+def axis_suffix(panel: int) -> str:
+    """Plotly's name suffix of the ``panel``-th subplot's axes (0-based): ``""``, ``"2"``, ``"3"``, ..."""
+    return "" if panel == 0 else str(panel + 1)
+
+
+def panel_axes(panel: int) -> dict[str, str]:
+    """A trace's ``xaxis``/``yaxis`` keys placing it in the ``panel``-th subplot."""
+    return {"xaxis": f"x{axis_suffix(panel)}", "yaxis": f"y{axis_suffix(panel)}"}
+
+
 def heatmap_layout(labels: HeatmapLabels, titles: Sequence[str], rows: int) -> dict[str, Any]:
     """The layout every Figure-6 heatmap shares, as plain JSON: one panel per run on one y axis.
 
@@ -197,7 +207,7 @@ def heatmap_layout(labels: HeatmapLabels, titles: Sequence[str], rows: int) -> d
         "width": max(640, 260 * panels + 200), "margin": {"l": 110, "r": 40, "t": 100, "b": 100}, "annotations": [],
     }
     for i, title in enumerate(titles):
-        suffix, left = ("" if i == 0 else str(i + 1)), i * (width + gap)
+        suffix, left = axis_suffix(i), i * (width + gap)
         layout[f"xaxis{suffix}"] = {"domain": [left, left + width], "anchor": f"y{suffix}", "type": "category",
                                     "tickangle": -45, "title": {"text": labels.x}}
         shared = {"matches": "y", "showticklabels": False} if i else {"title": {"text": labels.y}}
@@ -259,7 +269,7 @@ def heatmap_spec(
         data.append({
             "type": "heatmap", "x": g.columns, "y": g.rows, "z": _json_cells(z), "customdata": _json_cells(g.values),
             "coloraxis": "coloraxis", "xgap": 1, "ygap": 1, "name": g.title, "hoverongaps": False,
-            "hovertemplate": hover, "xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}",
+            "hovertemplate": hover, **panel_axes(i),
         })
     colorbar: dict[str, Any] = {"title": {"text": labels.colorbar}}
     if log:

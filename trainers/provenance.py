@@ -50,7 +50,7 @@ def _stored_digest(path: Path, stat: os.stat_result) -> str | None:
             int(digest, 16)
             return digest
     except (OSError, ValueError):
-        pass
+        pass  # no sidecar, or one that is unreadable or malformed: the caller hashes the file itself
     return None
 
 

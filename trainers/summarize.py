@@ -195,13 +195,15 @@ def own_eps_label(run: RunResults) -> str:
 
     An MNIST-scale run trained at ε 0.1 and judged at CIFAR-10's 8/255 would report a number nobody asked for.
     """
-    eps = run.config.get("eps")
-    return label_of_eps(float(eps)) if isinstance(eps, (int, float)) and eps > 0 else ROBUST_EPS_LABEL
+    return _label_or_poster(run.config.get("eps"))
 
 
 def results_eps_label(run: RunResults) -> str:
     """The ε of the PGD-20 in the run's ``results.json``: its provenance's (8/255 before it was recorded)."""
-    eps = (_results_provenance(run) or {}).get("eps")
+    return _label_or_poster((_results_provenance(run) or {}).get("eps"))
+
+
+def _label_or_poster(eps: Any) -> str:
     return label_of_eps(float(eps)) if isinstance(eps, (int, float)) and eps > 0 else ROBUST_EPS_LABEL
 
 

@@ -21,10 +21,12 @@ from gradscope.figures import (
     NORMALIZED_LABELS,
     STAT_LABELS,
     HeatmapGrid,
+    axis_suffix,
     heatmap_grids,
     heatmap_labels,
     heatmap_layout,
     heatmap_rows,
+    panel_axes,
 )
 from gradscope.figures import heatmap_spec as gradscope_heatmap_spec
 from gradscope.record import NORMALIZATIONS, Record
@@ -319,7 +321,7 @@ def _difference_heatmap(records: Mapping[str, Record], stat: str, columns: str, 
             "type": "heatmap", "x": grid.columns, "y": grid.rows, "z": [finite_or_none(r) for r in grid.values],
             "customdata": [finite_or_none(r) for r in custom], "coloraxis": "coloraxis", "xgap": 1, "ygap": 1,
             "name": grid.title, "hoverongaps": False, "hovertemplate": hover,
-            "xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}",
+            **panel_axes(i),
         })
     layout = heatmap_layout(labels, [g.title + (" (baseline)" if g.title == baseline else "") for g in view.grids],
                             len(view.grids[0].rows))
@@ -372,7 +374,7 @@ def series_figure_spec(
     gap_x, gap_y = 0.04, 40 / (SERIES_PANEL_HEIGHT * rows)  # ~40 px above and below each panel: ticks, title
     for i, run in enumerate(runs):
         row, col = divmod(i, cols)
-        suffix = "" if i == 0 else str(i + 1)
+        suffix = axis_suffix(i)
         left, width = col / cols, 1 / cols
         top, height = 1 - row / rows, 1 / rows
         x_axis = {"domain": [left + gap_x / 2, left + width - gap_x / 2], "anchor": f"y{suffix}",
@@ -388,7 +390,7 @@ def series_figure_spec(
     groups = list(dict.fromkeys(g for series in series_by_run.values() for g in series))
     in_legend: set[str] = set()
     for r, (run, series) in enumerate(series_by_run.items()):
-        axes = {"xaxis": f"x{'' if r == 0 else r + 1}", "yaxis": f"y{'' if r == 0 else r + 1}"}
+        axes = panel_axes(r)
         band_x: list[float | None] = []
         band_y: list[float | None] = []
         lines = []
