@@ -128,6 +128,17 @@ def test_seeds_measured_differently_are_not_averaged_together():
     (line,) = [line for line in format_table(table) if line.strip().startswith("at ")]
     assert "AutoAttack 46.00 (1 seed)" in line and line.endswith("[1 of 2 seed(s)]")
 
+    # the same kind of number on other images is not averaged in either: the count most seeds share wins
+    on_500 = [run("at", "at", s, clean=80.0, pgd=50.0,
+                  entries={"best/pgd/eps=8/255/n=500": single("pgd", 40.0 + s, n=500),
+                           "best/clean/eps=0/n=500": single("clean", 80.0, n=500)}) for s in (0, 1)]
+    on_1000 = run("at", "at", 2, clean=90.0, pgd=60.0)  # training's PGD-20 on 1,000 images
+    (row,) = robustness_panels([*on_500, on_1000])[0].rows
+    assert (row.robust_label, row.n_images, row.n_seeds, row.seeds_total, row.robust_mean) == (
+        "PGD-20 (fallback: AutoAttack not run)", (500,), 2, 3, 40.5)
+    (row,) = robustness_panels([on_500[0], on_1000])[0].rows  # one seed each: the larger count
+    assert (row.n_images, row.robust_mean) == ((1000,), 60.0)
+
 
 def test_reference_points_only_beside_runs_on_their_data_set():
     cifar = run("at", "at", 0, clean=84.0, pgd=50.0)

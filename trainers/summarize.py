@@ -306,12 +306,21 @@ def _std(values: Sequence[float]) -> float | None:
 
 
 def _comparable(measures: Sequence[Measure]) -> tuple[str | None, list[Measure]]:
-    """The robust label of the best-ranked measure and the measures sharing it (seeds averaged together)."""
+    """The robust label of the best-ranked measure and the seeds measured alike (averaged together).
+
+    Alike means the same label *and* the same number of test images: PGD-20 on 500 images in one seed
+    and on 2,000 in another are different numbers. Of the best-ranked label's image counts, the one
+    measured on most seeds wins (then the larger count).
+    """
     robust = [m for m in measures if m.robust is not None]
     if not robust:
         return None, [m for m in measures if m.clean is not None]
-    top = min(robust, key=lambda m: m.rank)
-    return top.label, [m for m in robust if m.label == top.label]
+    label = min(robust, key=lambda m: m.rank).label
+    by_images: dict[int, list[Measure]] = {}
+    for m in robust:
+        if m.label == label:
+            by_images.setdefault(m.n, []).append(m)
+    return label, max(by_images.items(), key=lambda item: (len(item[1]), item[0]))[1]
 
 
 @dataclass(frozen=True)
