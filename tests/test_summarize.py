@@ -140,6 +140,11 @@ def test_seeds_measured_differently_are_not_averaged_together():
     assert (row.n_images, row.robust_mean) == ((1000,), 60.0)
 
 
+def test_figure7_lists_methods_in_the_recipes_order_not_alphabetically():
+    runs = [run(name, name, 0, clean=80.0, pgd=50.0) for name in ("trades", "at-tfkd-self", "zz-mine", "at", "ard")]
+    assert [row.method for row in robustness_panels(runs)[0].rows] == ["at", "at-tfkd-self", "trades", "ard", "zz-mine"]
+
+
 def test_reference_points_only_beside_runs_on_their_data_set():
     cifar = run("at", "at", 0, clean=84.0, pgd=50.0)
     fashion = run("at", "at", 0, clean=80.0, pgd=60.0, dataset="fashion-mnist", recipe=None)

@@ -356,8 +356,14 @@ class RobustnessPanel:
     references: tuple[ReferencePoint, ...]
 
 
+def _recipe_order(method: str) -> tuple[int, str]:
+    """Methods as the recipes list them (the poster's, then the literature's), others after, by name."""
+    order = list(dict.fromkeys(spec.method for figure in RECIPES for spec in RECIPES.get(figure).runs))
+    return (order.index(method), "") if method in order else (len(order), method)
+
+
 def robustness_rows(runs: Iterable[RunResults], eps_label: str | None = None) -> list[RobustnessRow]:
-    """Finished runs with a robust number, grouped by (method, model, dataset); see `RobustnessRow`."""
+    """Finished runs with a robust number, grouped by (method, model, dataset), in `_recipe_order`."""
     groups: dict[tuple[str, str, str], list[tuple[RunResults, Measure]]] = {}
     for run in runs:
         m = headline(run, eps_label)
@@ -374,7 +380,7 @@ def robustness_rows(runs: Iterable[RunResults], eps_label: str | None = None) ->
                                   len(members), _mean(clean), _std(clean), _mean(robust), _std(robust),
                                   tuple(sorted({m.n for m in chosen})),
                                   tuple(r.label for r, m in members if m in chosen)))
-    return rows
+    return sorted(rows, key=lambda row: (_recipe_order(row.method), row.model, row.dataset))
 
 
 def robustness_panels(runs: Iterable[RunResults], eps_label: str | None = None) -> list[RobustnessPanel]:
