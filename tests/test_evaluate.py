@@ -59,15 +59,22 @@ def test_an_interrupted_autoattack_resumes_from_its_state_file(run, tmp_path):
     test = data_of(restored.config).test
     x, y = test.images[:16].float() / 255, test.labels[:16]
     state = tmp_path / "aa.json"
-    whole = autoattack_breakdown(restored.model, x, y, attacks_to_run=["apgd-ce"], batch_size=8, state_path=state)
+    seconds: dict[str, float] = {}
+    whole = autoattack_breakdown(restored.model, x, y, attacks_to_run=["apgd-ce"], batch_size=8, state_path=state,
+                                 seconds=seconds)
     saved = json.loads(state.read_text())
-    assert saved["accuracy"] == whole
-    # a state stopped after the first batch of apgd-ce: the second call only does the rest
+    assert saved["accuracy"] == whole and set(seconds) == {"clean", "apgd-ce"} and saved["seconds"] == seconds
+    # a state stopped after the first batch of apgd-ce, which took 1000 s: the second call only does the rest,
+    # and reports the time of both calls
     saved["accuracy"].pop("apgd-ce")
     saved["queue"], saved["position"] = [i for i in range(16) if saved["robust"][i]] + [], 8
+    saved["seconds"]["apgd-ce"] = 1000.0
     state.write_text(json.dumps(saved))
-    again = autoattack_breakdown(restored.model, x, y, attacks_to_run=["apgd-ce"], batch_size=8, state_path=state)
+    again_seconds: dict[str, float] = {}
+    again = autoattack_breakdown(restored.model, x, y, attacks_to_run=["apgd-ce"], batch_size=8, state_path=state,
+                                 seconds=again_seconds)
     assert set(again) == {"clean", "apgd-ce"}
+    assert again_seconds["clean"] == seconds["clean"] and 1000.0 <= again_seconds["apgd-ce"] < 1000.0 + 600
 
 
 def test_a_second_evaluation_keeps_the_first_results(run):
@@ -78,6 +85,8 @@ def test_a_second_evaluation_keeps_the_first_results(run):
     entry = stored["results"]["last/autoattack/eps=8/255/n=20"]
     assert entry["breakdown"]["clean"] >= entry["accuracy"] and entry["version"] == "custom subset"
     assert {"time_s", "images_per_s", "versions", "n", "eps"} <= set(entry) and entry["versions"]["pyautoattack"]
+    seconds = entry["attack_seconds"]
+    assert set(seconds) == {"clean", "apgd-ce"} and entry["time_s"] >= sum(seconds.values())
     sweep = stored["sweeps"]["last/pgd-20/n=20"]
     assert sweep["eps_labels"] == ["0", "2/255", "4/255", "8/255", "16/255"]
 

@@ -96,7 +96,9 @@ def autoattack_breakdown(
     interrupted evaluation resume where it stopped. Returns ``{"clean": ..., "apgd-ce": ..., ...}``,
     each the accuracy after that attack (the last is AutoAttack's robust accuracy). When
     ``examples`` (shaped like ``x``) is given, the adversarial images that fooled the model are
-    written into it; ``seconds`` (a dict) receives each attack's time in this call.
+    written into it; ``seconds`` (a dict) receives the time of the clean pass and of each attack,
+    summed over every call that worked on this evaluation (kept in the resume state), so an
+    interrupted and resumed evaluation reports what it cost in all, not only its last part.
 
     The resume state is used only if it was saved for the same images, attacks, ε, seed and batch
     size, the same weights (a sha256 of the model's state dict) and the same ``state_key`` (the
@@ -117,10 +119,12 @@ def autoattack_breakdown(
                 "weights_sha256": weights_sha256(model), "key": dict(state_key or {})}
     state = _AttackState.load(state_path, settings)
     if state.robust is None:
+        started = time.perf_counter()
         with torch.no_grad():
             preds = torch.cat([model(xb).argmax(1).cpu() for xb, _ in _batches(x, y, batch_size, device)])
         state.robust = (preds == y.cpu()).tolist()
         state.accuracy["clean"] = 100.0 * sum(state.robust) / len(y)
+        state.add_seconds("clean", started)
         state.save()
     total = len(attacks_to_run) * -(-sum(state.robust) // batch_size)  # an upper bound, for the bar
     with progress(total=total, desc="AutoAttack", unit="batch", enabled=show_progress) as bar:
@@ -128,10 +132,10 @@ def autoattack_breakdown(
             if name in state.accuracy:
                 continue
             attack.attacks_to_run = [name]
-            started = time.perf_counter()
             if state.queue is None:  # the points this attack must try, fixed when it starts
                 state.queue = [i for i, r in enumerate(state.robust) if r]
             for start in range(state.position, len(state.queue), batch_size):
+                started = time.perf_counter()
                 index = torch.tensor(state.queue[start:start + batch_size])
                 xb, yb = x[index].to(device).float(), y[index].to(device)
                 with forward_calls(model, f"{name} model calls"):
@@ -143,14 +147,15 @@ def autoattack_breakdown(
                 if examples is not None:
                     examples[index[fooled]] = x_adv[fooled].to(examples.device, examples.dtype)
                 state.position = start + batch_size
+                state.add_seconds(name, started)
                 state.save()
                 bar.update()
                 bar.set_postfix({name: f"{100.0 * sum(state.robust) / len(y):.2f}%"})
             state.accuracy[name] = 100.0 * sum(state.robust) / len(y)
-            if seconds is not None:
-                seconds[name] = time.perf_counter() - started
             state.queue, state.position = None, 0
             state.save()
+    if seconds is not None:
+        seconds.update(state.seconds)
     return dict(state.accuracy)
 
 
@@ -163,6 +168,7 @@ class _AttackState:
         self.accuracy: dict[str, float] = {}
         self.queue: list[int] | None = None  # indices the current attack works through
         self.position = 0  # how far into the queue
+        self.seconds: dict[str, float] = {}  # work time per stage, over every call that resumed this state
 
     @classmethod
     def load(cls, path: Path | None, settings: dict[str, Any]) -> _AttackState:
@@ -176,14 +182,19 @@ class _AttackState:
             if isinstance(saved, dict) and saved.get("settings") == state.settings:
                 state.robust, state.accuracy = saved["robust"], saved["accuracy"]
                 state.queue, state.position = saved["queue"], saved["position"]
+                state.seconds = dict(saved.get("seconds") or {})  # absent in states saved before it was kept
         return state
+
+    def add_seconds(self, stage: str, started: float) -> None:
+        """Add the time since ``started`` (a `time.perf_counter` reading) to ``stage``'s total."""
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
     def save(self) -> None:
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"settings": self.settings, "robust": self.robust, "accuracy": self.accuracy,
-                                   "queue": self.queue, "position": self.position}))
+                                   "queue": self.queue, "position": self.position, "seconds": self.seconds}))
         os.replace(tmp, self.path)
 
 
