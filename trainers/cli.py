@@ -249,8 +249,7 @@ def _attribute(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": _train, "recipe": _recipe, "summarize": _summarize, "gradient-ratios": _gradient_ratios,
-            "download": _download,
-            "methods": _methods, "evaluate": _evaluate, "attribute": _attribute}
+            "download": _download, "methods": _methods, "evaluate": _evaluate, "attribute": _attribute}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

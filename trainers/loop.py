@@ -318,17 +318,18 @@ def _final_results(net: nn.Module, loaders: dict[str, DeviceLoader], config: Tra
     if config.select_on != "last" and folder.best.exists():
         candidates["best"] = load_checkpoint(folder.best, map_location=next(net.parameters()).device)["model"]
     last_state = {k: v.clone() for k, v in net.state_dict().items()}
+    attack = final_pgd(config)
     for name, weights in candidates.items():
         net.load_state_dict(weights)
         scores: dict[str, Any] = {"test_acc": accuracy(net, test) if test else None}
         if method.adversarial and test is not None:
-            scores["test_pgd20_acc"] = pgd_accuracy(net, test, seed=config.seed, **final_pgd(config))
+            scores["test_pgd20_acc"] = pgd_accuracy(net, test, seed=config.seed, **attack)
         evaluated[name] = scores
     net.load_state_dict(last_state)
     files = {"last": folder.last, "best": folder.best if "best" in candidates else folder.last}
     provenance = results_provenance(folder.root, files, dataset=config.dataset, n=test.num_images if test else 0,
                                     attacks=["clean", "pgd-20"] if method.adversarial else ["clean"],
-                                    eps=final_pgd(config)["eps"] if method.adversarial else 0.0, seed=config.seed,
+                                    eps=attack["eps"] if method.adversarial else 0.0, seed=config.seed,
                                     batch_size=config.eval_batch_size)
     return {
         "method": config.method, "model": config.model, "dataset": config.dataset, "seed": config.seed,

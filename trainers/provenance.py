@@ -16,6 +16,7 @@ runs — reads 64 bytes per checkpoint instead of hundreds of megabytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,13 +45,12 @@ def file_sha256(path: Path) -> str:
 
 def _stored_digest(path: Path, stat: os.stat_result) -> str | None:
     """The digest kept beside ``path`` if it was taken of a file of this size and mtime."""
-    try:
+    # no sidecar, or one that is unreadable or malformed: None, and the caller hashes the file itself
+    with contextlib.suppress(OSError, ValueError):
         digest, size, mtime_ns = path.with_name(path.name + DIGEST_SUFFIX).read_text().split()
         if int(size) == stat.st_size and int(mtime_ns) == stat.st_mtime_ns and len(digest) == 64:
             int(digest, 16)
             return digest
-    except (OSError, ValueError):
-        pass  # no sidecar, or one that is unreadable or malformed: the caller hashes the file itself
     return None
 
 
@@ -61,12 +61,10 @@ def _hash_and_store(path: Path, stat: os.stat_result) -> str:
             digest.update(chunk)
     hex_digest = digest.hexdigest()
     sidecar = path.with_name(path.name + DIGEST_SUFFIX)
-    try:  # best effort: a read-only runs folder just hashes again next time
+    with contextlib.suppress(OSError):  # best effort: a read-only runs folder just hashes again next time
         tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
         tmp.write_text(f"{hex_digest} {stat.st_size} {stat.st_mtime_ns}\n")
         os.replace(tmp, sidecar)
-    except OSError:
-        pass
     return hex_digest
 
 
